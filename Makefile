@@ -1,0 +1,49 @@
+# Two commands do all the set-up on a fresh Debian machine with Python 3.11:
+#   make demo   a real experiment end to end, on the embedded default data
+#   make test   lint, types and the whole test suite
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+APT_PACKAGES := bubblewrap git neovim
+
+.PHONY: setup system demo test lint bench clean
+
+setup: system $(STAMP)
+
+# apt-get what is missing, when we are root and apt exists; otherwise say what to install.
+system:
+	@missing=""; \
+	command -v bwrap >/dev/null || missing="$$missing bubblewrap"; \
+	command -v git >/dev/null || missing="$$missing git"; \
+	command -v nvim >/dev/null || missing="$$missing neovim"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "warning: please install:$$missing (runs fall back to weaker isolation)"; fi; \
+	fi
+
+# The CPU build of torch goes in first: a bare `torch` requirement would pull a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[dev,examples]'
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/python -m labls.lab.demo
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/mypy server sandbox lab prompts labls_pkg
+
+test: lint
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf $(VENV) .labls build *.egg-info

@@ -1,0 +1,1 @@
+"""Experiment logic with no LSP in it: edits, baseline comparison, the git ledger, the loop."""

@@ -1,0 +1,56 @@
+"""The context every prompt is rendered with: configured root, datasets really present, budget."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from labls.prompts import render
+from labls.sandbox import datasets
+from labls.sandbox.config import Config
+from labls.sandbox.gpus import detect_gpus
+from labls.sandbox.records import RunRecord
+
+
+def base_context(cfg: Config) -> dict[str, Any]:
+    scan = datasets.scan(cfg.dataset_cache_root, cfg.datasets)
+    gpus = cfg.run.gpus if isinstance(cfg.run.gpus, list) else detect_gpus()
+    return {
+        "cache_root": scan.cache_root,
+        "root_error": scan.root_error,
+        "available": [asdict(d) for d in scan.available],
+        "unavailable": [asdict(d) for d in scan.unavailable],
+        "examples": [asdict(d) for d in scan.datasets if d.example],
+        "metric": cfg.metric.name,
+        "goal": cfg.metric.goal,
+        "timeout_sec": cfg.run.timeout_sec,
+        "gpus": gpus,
+        "cpu_count": os.cpu_count() or 1,
+    }
+
+
+def repair_context(record: RunRecord, workspace: Path, context_lines: int = 6) -> dict[str, Any]:
+    """What the `repair` template needs, taken from a finished run's record."""
+    error = record.error or {"kind": "noMetrics", "message": "the run reported no metrics",
+                             "file": None, "line": None}
+    source = ""
+    if error.get("file") and error.get("line"):
+        path = (workspace / error["file"]).resolve()
+        if path.is_relative_to(workspace.resolve()) and path.is_file():
+            lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+            line = int(error["line"])
+            lo, hi = max(1, line - context_lines), min(len(lines), line + context_lines)
+            source = "\n".join(
+                f"{'>' if n == line else ' '}{n:5d}  {lines[n - 1]}" for n in range(lo, hi + 1)
+            )
+    return {"run_id": record.run_id, "script": record.script, "state": record.state,
+            "error": error, "source": source, "log_tail": record.log_tail}
+
+
+def render_prompt(cfg: Config, template: str, user_vars: dict[str, Any]) -> tuple[str, Any]:
+    """Render `template`; user variables win over the computed context."""
+    context = base_context(cfg)
+    context.update(user_vars)
+    return render(template, context), context

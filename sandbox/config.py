@@ -1,0 +1,259 @@
+"""The one configuration model of labls.
+
+Layers are merged in order, later wins: built-in defaults → `[tool.labls]` in the workspace's
+`pyproject.toml` or `labls.toml` → `initializationOptions` → `workspace/didChangeConfiguration`.
+TOML uses snake_case and the wire uses camelCase; both spellings are accepted at every layer.
+A bad value never raises: the field keeps its previous value and a `ConfigProblem` names the key
+and the reason, for the server to show the user.
+
+This module lives in the sandbox layer so the engine, the lab and the server read one model; it
+has no LSP imports.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class RunConfig:
+    timeout_sec: float = 300.0
+    kill_grace_sec: float = 5.0
+    network: str = "none"
+    isolation: str = "auto"
+    python: str = "auto"
+    gpus: str | list[int] = "auto"
+    max_concurrent: int = 0
+    memory_mb: int = 0
+    max_processes: int = 1024
+    env: list[str] = field(default_factory=list)
+
+
+@dataclass
+class MetricConfig:
+    name: str = "val_bpb"
+    goal: str = "minimize"
+    min_delta: float = 0.0
+
+
+@dataclass
+class DatasetDecl:
+    """A user-declared dataset: a folder under the cache root and the files it must hold."""
+
+    path: str
+    files: list[str]
+
+
+@dataclass
+class LoopConfig:
+    model: str = "openai/gpt-4o-mini"
+    repair_attempts: int = 2
+    baseline_repeats: int = 1
+
+
+@dataclass
+class Config:
+    dataset_cache_root: str = "/opt/datasets"
+    state_dir: str = ".labls"
+    run: RunConfig = field(default_factory=RunConfig)
+    metric: MetricConfig = field(default_factory=MetricConfig)
+    loop: LoopConfig = field(default_factory=LoopConfig)
+    datasets: dict[str, DatasetDecl] = field(default_factory=dict)
+
+    def state_path(self, workspace: Path) -> Path:
+        return (workspace / self.state_dir).resolve()
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    key: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"labls config: `{self.key}` {self.reason}; keeping the previous value"
+
+
+# --- validators: each returns the clean value or raises ValueError with the reason -------------
+
+
+def _positive_number(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise ValueError(f"must be a number, got {type(v).__name__} {v!r}")
+    if not v > 0 or v != v or v == float("inf"):
+        raise ValueError(f"must be a positive finite number, got {v!r}")
+    return float(v)
+
+
+def _non_negative_number(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float) or v != v or v < 0:
+        raise ValueError(f"must be a number >= 0, got {v!r}")
+    return float(v)
+
+
+def _non_negative_int(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise ValueError(f"must be a whole number >= 0, got {v!r}")
+    return v
+
+
+def _choice(*allowed: str) -> Callable[[Any], str]:
+    def check(v: Any) -> str:
+        if v not in allowed:
+            raise ValueError(f"must be one of {', '.join(allowed)}; got {v!r}")
+        return str(v)
+
+    return check
+
+
+def _non_empty_str(v: Any) -> str:
+    if not isinstance(v, str) or not v.strip():
+        raise ValueError(f"must be a non-empty string, got {v!r}")
+    return v
+
+
+def _gpus(v: Any) -> str | list[int]:
+    if v == "auto":
+        return "auto"
+    if isinstance(v, list) and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0
+                                   for i in v):
+        return list(v)
+    raise ValueError(f'must be "auto" or a list of GPU indices, got {v!r}')
+
+
+def _env_names(v: Any) -> list[str]:
+    if not isinstance(v, list) or not all(
+        isinstance(n, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", n) for n in v
+    ):
+        raise ValueError(f"must be a list of environment variable names, got {v!r}")
+    return list(v)
+
+
+def _datasets(v: Any) -> dict[str, DatasetDecl]:
+    if not isinstance(v, Mapping):
+        raise ValueError("must be a table of name → {path, files}")
+    out: dict[str, DatasetDecl] = {}
+    for name, spec in v.items():
+        if not isinstance(spec, Mapping):
+            raise ValueError(f"entry {name!r} must be a table with `files`")
+        files = spec.get("files")
+        if not isinstance(files, list) or not files or not all(isinstance(f, str) for f in files):
+            raise ValueError(f"entry {name!r} needs `files`, a non-empty list of relative paths")
+        path = spec.get("path", name)
+        if not isinstance(path, str) or Path(path).is_absolute() or ".." in Path(path).parts:
+            raise ValueError(f"entry {name!r}: `path` must be relative to the cache root")
+        out[str(name)] = DatasetDecl(path=path, files=list(files))
+    return out
+
+
+VALIDATORS: dict[str, Callable[[Any], Any]] = {
+    "dataset_cache_root": _non_empty_str,
+    "state_dir": _non_empty_str,
+    "datasets": _datasets,
+    "run.timeout_sec": _positive_number,
+    "run.kill_grace_sec": _non_negative_number,
+    "run.network": _choice("none", "host"),
+    "run.isolation": _choice("auto", "bwrap", "unshare", "none"),
+    "run.python": _non_empty_str,
+    "run.gpus": _gpus,
+    "run.max_concurrent": _non_negative_int,
+    "run.memory_mb": _non_negative_int,
+    "run.max_processes": _non_negative_int,
+    "run.env": _env_names,
+    "metric.name": _non_empty_str,
+    "metric.goal": _choice("minimize", "maximize"),
+    "metric.min_delta": _non_negative_number,
+    "loop.model": _non_empty_str,
+    "loop.repair_attempts": _non_negative_int,
+    "loop.baseline_repeats": _non_negative_int,
+}
+_SECTIONS = {"run", "metric", "loop"}
+
+
+def snake_case(key: str) -> str:
+    return re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", key).lower()
+
+
+def _flatten(layer: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for raw_key, value in layer.items():
+        key = prefix + snake_case(str(raw_key))
+        if not prefix and key in _SECTIONS and isinstance(value, Mapping):
+            flat.update(_flatten(value, key + "."))
+        else:
+            flat[key] = value
+    return flat
+
+
+def merge(base: Config, layer: Mapping[str, Any] | None) -> tuple[Config, list[ConfigProblem]]:
+    """Return a new Config with `layer` applied over `base`, plus the problems found."""
+    cfg = copy.deepcopy(base)
+    problems: list[ConfigProblem] = []
+    if layer is None:
+        return cfg, problems
+    if not isinstance(layer, Mapping):
+        return cfg, [ConfigProblem("(settings)", f"must be an object, got {type(layer).__name__}")]
+    for key, value in _flatten(layer).items():
+        validator = VALIDATORS.get(key)
+        if validator is None:
+            problems.append(ConfigProblem(key, "is not a labls setting"))
+            continue
+        try:
+            clean = validator(value)
+        except ValueError as exc:
+            problems.append(ConfigProblem(key, str(exc)))
+            continue
+        section, _, name = key.rpartition(".")
+        setattr(getattr(cfg, section) if section else cfg, name, clean)
+    return cfg, problems
+
+
+def read_workspace_layer(workspace: Path) -> tuple[dict[str, Any], list[ConfigProblem]]:
+    """The `[tool.labls]` table of pyproject.toml, or labls.toml (which wins if both exist)."""
+    labls_toml = workspace / "labls.toml"
+    pyproject = workspace / "pyproject.toml"
+    try:
+        if labls_toml.is_file():
+            return tomllib.loads(labls_toml.read_text(encoding="utf-8")), []
+        if pyproject.is_file():
+            data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+            table = data.get("tool", {}).get("labls", {})
+            return (table if isinstance(table, dict) else {}), []
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        source = labls_toml if labls_toml.is_file() else pyproject
+        return {}, [ConfigProblem(source.name, f"could not be read ({exc})")]
+    return {}, []
+
+
+def load(
+    workspace: Path, *overrides: Mapping[str, Any] | None
+) -> tuple[Config, list[ConfigProblem]]:
+    """Defaults → workspace file → each override in order."""
+    layer, problems = read_workspace_layer(workspace)
+    cfg, more = merge(Config(), layer)
+    problems += more
+    for override in overrides:
+        cfg, more = merge(cfg, override)
+        problems += more
+    return cfg, problems
+
+
+def to_wire(obj: Any) -> Any:
+    """A dataclass tree as camelCase JSON-ready data."""
+    if is_dataclass(obj) and not isinstance(obj, type):
+        return {_camel(f.name): to_wire(getattr(obj, f.name)) for f in fields(obj)}
+    if isinstance(obj, dict):
+        return {k: to_wire(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [to_wire(v) for v in obj]
+    return obj
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(p.title() for p in rest)

@@ -1,0 +1,84 @@
+"""GPU discovery and slots: each run gets its own GPUs (`CUDA_VISIBLE_DEVICES`) or a CPU slot.
+
+`run.max_concurrent` = 0 means one run per GPU, or one run at a time with no GPU. A run that asks
+for more GPUs than are free waits (state `queued`) until a running one ends.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import threading
+from dataclasses import dataclass
+
+
+def detect_gpus() -> list[int]:
+    """Indices of NVIDIA GPUs from their device nodes; cheap, no driver call."""
+    found = []
+    for node in glob.glob("/dev/nvidia[0-9]*"):
+        m = re.fullmatch(r"/dev/nvidia(\d+)", node)
+        if m:
+            found.append(int(m.group(1)))
+    return sorted(found)
+
+
+def gpu_device_nodes(indices: list[int]) -> list[str]:
+    """The nodes a CUDA process needs: the control nodes plus the allowed GPUs."""
+    common = ["/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools", "/dev/nvidia-modeset"]
+    nodes = [n for n in common if _exists(n)]
+    nodes += [f"/dev/nvidia{i}" for i in indices if _exists(f"/dev/nvidia{i}")]
+    nodes += sorted(glob.glob("/dev/nvidia-caps/*"))
+    return nodes
+
+
+def _exists(path: str) -> bool:
+    return os.path.exists(path)
+
+
+@dataclass
+class Slot:
+    gpus: list[int]
+
+
+class GpuSlots:
+    """A blocking allocator of GPU indices and concurrent-run slots."""
+
+    def __init__(self, gpus: list[int], max_concurrent: int) -> None:
+        self.gpus = list(gpus)
+        self.capacity = max_concurrent or max(1, len(self.gpus))
+        self._free = list(self.gpus)
+        self._running = 0
+        self._cond = threading.Condition()
+
+    def acquire(self, want: int | list[int] | None, cancelled: threading.Event) -> Slot:
+        """Block until a slot (and `want` GPUs) is free; raise `InterruptedError` if cancelled."""
+        with self._cond:
+            while True:
+                if cancelled.is_set():
+                    raise InterruptedError("cancelled while queued")
+                picked = self._pick(want)
+                if picked is not None and self._running < self.capacity:
+                    for g in picked:
+                        self._free.remove(g)
+                    self._running += 1
+                    return Slot(picked)
+                self._cond.wait(timeout=0.2)
+
+    def _pick(self, want: int | list[int] | None) -> list[int] | None:
+        if isinstance(want, list):
+            unknown = [g for g in want if g not in self.gpus]
+            if unknown:
+                raise ValueError(f"GPU(s) {unknown} are not among the configured GPUs {self.gpus}")
+            return list(want) if all(g in self._free for g in want) else None
+        count = (1 if self.gpus else 0) if want is None else want
+        if count > len(self.gpus):
+            raise ValueError(f"asked for {count} GPU(s), this machine has {len(self.gpus)}")
+        return self._free[:count] if len(self._free) >= count else None
+
+    def release(self, slot: Slot) -> None:
+        with self._cond:
+            self._free.extend(slot.gpus)
+            self._free.sort()
+            self._running -= 1
+            self._cond.notify_all()

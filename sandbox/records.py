@@ -1,0 +1,66 @@
+"""The run record: one dataclass, snake_case inside, camelCase on the wire (PROTOCOL.md)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+FINAL_STATES = frozenset({"succeeded", "failed", "timedOut", "cancelled", "interrupted"})
+STATES = frozenset({"queued", "running"}) | FINAL_STATES
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(p.title() for p in rest)
+
+
+@dataclass
+class RunRecord:
+    run_id: str
+    state: str
+    script: str
+    args: list[str] = field(default_factory=list)
+    label: str = ""
+    exit_code: int | None = None
+    signal: int | None = None
+    created_at: float = field(default_factory=time.time)
+    started_at: float | None = None
+    finished_at: float | None = None
+    duration_sec: float | None = None
+    timeout_sec: float = 0.0
+    metrics: dict[str, float] = field(default_factory=dict)
+    structured: dict[str, Any] = field(default_factory=dict)
+    metrics_source: str = "none"
+    metric_sources: dict[str, str] = field(default_factory=dict)
+    dataset_used: list[str] = field(default_factory=list)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    network_attempts: list[dict[str, Any]] = field(default_factory=list)
+    isolation: str = ""
+    network: str = ""
+    device: str = "cpu"
+    gpus: list[int] = field(default_factory=list)
+    peak_gpu_mem_mb: float | None = None
+    mean_gpu_util: float | None = None
+    log_path: str = ""
+    results_path: str = ""
+    log_tail: str = ""
+    error: dict[str, Any] | None = None
+    traceback: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def final(self) -> bool:
+        return self.state in FINAL_STATES
+
+    def to_wire(self) -> dict[str, Any]:
+        return {_camel(k): v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> RunRecord:
+        names = {_camel(f): f for f in cls.__dataclass_fields__}
+        return cls(**{names[k]: v for k, v in data.items() if k in names})
+
+
+def make_error(kind: str, message: str, file: str | None = None,
+               line: int | None = None) -> dict[str, Any]:
+    return {"kind": kind, "message": message, "file": file, "line": line}

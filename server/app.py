@@ -1,0 +1,98 @@
+"""The language server object: one `LanguageServer` subclass holding labls's state."""
+
+from __future__ import annotations
+
+import contextvars
+import importlib
+import logging
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lsprotocol import types
+from pygls.lsp.server import LanguageServer
+from pygls.protocol import LanguageServerProtocol, lsp_method
+
+if TYPE_CHECKING:
+    from labls.sandbox.config import Config, ConfigProblem
+
+log = logging.getLogger("labls")
+
+# The workDoneToken of the executeCommand request being handled (pygls hands commands only
+# their arguments). Tasks copy the context when created, so each command sees its own token.
+current_work_done_token: contextvars.ContextVar[str | int | None] = contextvars.ContextVar(
+    "work_done_token", default=None
+)
+
+
+class LabProtocol(LanguageServerProtocol):
+    @lsp_method(types.WORKSPACE_EXECUTE_COMMAND)
+    def lsp_workspace__execute_command(self, params: types.ExecuteCommandParams) -> Any:
+        current_work_done_token.set(params.work_done_token)
+        return (yield from super().lsp_workspace__execute_command(params))
+
+
+def _unwrap(settings: Any) -> Any:
+    """Clients send either the settings themselves or `{"labls": {...}}`."""
+    if isinstance(settings, dict) and isinstance(settings.get("labls"), dict):
+        return settings["labls"]
+    return settings
+
+
+class LabServer(LanguageServer):
+    def __init__(self) -> None:
+        from labls import __version__
+
+        super().__init__("labls", __version__, protocol_cls=LabProtocol)
+        self._config: Config | None = None
+        self.init_options: Any = None
+        self._init_options: Any = None
+        self._client_settings: Any = None
+        self.services: Any = None  # the run engine and lab services, built on `initialized`
+
+    @property
+    def root(self) -> Path:
+        root = self.workspace.root_path if self.workspace else None
+        return Path(root).resolve() if root else Path.cwd().resolve()
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            self.load_config()
+        assert self._config is not None
+        return self._config
+
+    def load_config(self, init_options: Any = None, settings: Any = None) -> list[ConfigProblem]:
+        """Rebuild the config from every layer; keep what was valid, return the problems."""
+        from labls.sandbox import config as config_model
+
+        if init_options is not None:
+            self._init_options = _unwrap(init_options)
+        if settings is not None:
+            self._client_settings = _unwrap(settings)
+        self._config, problems = config_model.load(
+            self.root, self._init_options, self._client_settings
+        )
+        for problem in problems:
+            log.warning("%s", problem)
+            self.window_show_message(
+                types.ShowMessageParams(type=types.MessageType.Warning, message=str(problem))
+            )
+        return problems
+
+    # Hooks the run services fill in; see services.py.
+    def on_initialized(self) -> None:
+        log.info("labls initialized for %s", self.root)
+        threading.Thread(target=_prewarm, name="labls-prewarm", daemon=True).start()
+
+    def stop_all_runs(self) -> None:
+        pass
+
+
+def _prewarm() -> None:
+    """Import what the first commands need, off the request path."""
+    for name in ("labls.lab.prompting", "jinja2"):
+        importlib.import_module(name)
+    from labls.prompts import _environment
+
+    _environment()

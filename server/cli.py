@@ -1,0 +1,69 @@
+"""The `labls` command line. Heavy imports (pygls, the engine) happen inside the verb that needs
+them, so `labls --version` and `labls run` stay fast."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from labls import __version__
+
+    parser = argparse.ArgumentParser(prog="labls", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"labls {__version__}")
+    sub = parser.add_subparsers(dest="verb", required=True)
+
+    serve = sub.add_parser("serve", help="speak LSP over stdio (the default for editors)")
+    serve.add_argument("--stdio", action="store_true", help="accepted for editor compatibility")
+    serve.add_argument("--log-file", help="write logs here instead of stderr")
+    serve.add_argument("-v", "--verbose", action="store_true")
+
+    ds = sub.add_parser("datasets", help="list or stage datasets in the cache root")
+    ds_sub = ds.add_subparsers(dest="datasets_verb", required=True)
+    ds_list = ds_sub.add_parser("list", help="what the cache root holds")
+    ds_list.add_argument("--root", help="cache root (default: from the workspace config)")
+    stage = ds_sub.add_parser("stage", help="write a bundled real dataset into the cache root")
+    stage.add_argument("name", choices=["digits"])
+    stage.add_argument("--root", required=True, help="the dataset cache root to write into")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.verb == "serve":
+        from .main import serve
+
+        return serve(log_file=args.log_file, verbose=args.verbose)
+    if args.verb == "datasets":
+        return _datasets(args)
+    return 2
+
+
+def _datasets(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from labls.sandbox import config, datasets
+
+    if args.datasets_verb == "stage":
+        from labls.sandbox.staging import stage_digits
+
+        written = stage_digits(Path(args.root))
+        for path in written:
+            sys.stderr.write(f"wrote {path}\n")
+        return 0
+    cfg, _ = config.load(Path.cwd())
+    scan = datasets.scan(args.root or cfg.dataset_cache_root, cfg.datasets)
+    out = sys.stdout
+    problem = f"  ({scan.root_error})" if scan.root_error else ""
+    out.write(f"cache root: {scan.cache_root}{problem}\n")
+    for d in scan.datasets:
+        total = len(d.missing) + len(d.files)
+        state = "present" if d.present else f"missing {len(d.missing)} of {total} files"
+        out.write(f"  {d.name:<14} {state:<28} {d.path}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""Build the server and serve LSP over stdio. Logs go to stderr or a file, never stdout."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from . import commands, lifecycle
+from .app import LabServer
+
+
+def build_server() -> LabServer:
+    server = LabServer()
+    lifecycle.register(server)
+    commands.register(server)
+    return server
+
+
+def serve(log_file: str | None = None, verbose: bool = False) -> int:
+    handler: logging.Handler = (
+        logging.FileHandler(log_file) if log_file else logging.StreamHandler(sys.stderr)
+    )
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        handlers=[handler],
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not verbose:  # pygls logs every message at INFO: too costly while runs stream
+        logging.getLogger("pygls").setLevel(logging.WARNING)
+    server = build_server()
+    try:
+        server.start_io()
+    finally:
+        server.stop_all_runs()
+    return 0

@@ -1,0 +1,50 @@
+"""Shared test helpers: fake-free workspaces and dataset caches written by the tests."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from lsprotocol import types
+
+from labls.sandbox.datasets import builtin_specs
+
+SERVER_COMMAND = [sys.executable, "-m", "labls.server.cli", "serve"]
+
+
+def make_cache(root: Path, names: list[str]) -> Path:
+    """Write the files the named datasets need (small real bytes; the layout is what matters)."""
+    specs = {s.name: s for s in builtin_specs()}
+    for name in names:
+        spec = specs[name]
+        for rel in spec.files:
+            path = root / spec.path / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(f"{name}:{rel}\n".encode() * 8)
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+async def start_session(client: Any, workspace: Path, options: dict[str, Any] | None = None,
+                        capabilities: types.ClientCapabilities | None = None) -> Any:
+    return await client.initialize_session(
+        types.InitializeParams(
+            capabilities=capabilities or types.ClientCapabilities(
+                window=types.WindowClientCapabilities(work_done_progress=True),
+                workspace=types.WorkspaceClientCapabilities(apply_edit=False),
+            ),
+            root_uri=workspace.as_uri(),
+            workspace_folders=[types.WorkspaceFolder(uri=workspace.as_uri(), name="ws")],
+            initialization_options=options,
+        )
+    )
+
+
+async def command(client: Any, name: str, args: dict[str, Any] | None = None,
+                  token: str | None = None) -> Any:
+    return await client.workspace_execute_command_async(
+        types.ExecuteCommandParams(
+            command=name, arguments=[args if args is not None else {}], work_done_token=token
+        )
+    )

@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from labls.sandbox.config import Config, load, merge, to_wire
+
+
+def test_defaults_match_the_protocol_table() -> None:
+    cfg = Config()
+    assert cfg.dataset_cache_root == "/opt/datasets" and cfg.state_dir == ".labls"
+    assert (cfg.run.timeout_sec, cfg.run.kill_grace_sec, cfg.run.network) == (300, 5, "none")
+    assert (cfg.run.isolation, cfg.run.gpus, cfg.run.max_concurrent) == ("auto", "auto", 0)
+    assert (cfg.metric.name, cfg.metric.goal, cfg.metric.min_delta) == ("val_bpb", "minimize", 0)
+
+
+def test_camel_and_snake_case_both_accepted() -> None:
+    cfg, problems = merge(Config(), {"datasetCacheRoot": "/d", "run": {"timeoutSec": 7,
+                                     "max_concurrent": 2}, "metric": {"minDelta": 0.5}})
+    assert not problems
+    assert (cfg.dataset_cache_root, cfg.run.timeout_sec, cfg.run.max_concurrent) == ("/d", 7, 2)
+    assert cfg.metric.min_delta == 0.5
+
+
+def test_bad_values_keep_previous_and_name_the_key() -> None:
+    base, _ = merge(Config(), {"run": {"timeout_sec": 30}})
+    cfg, problems = merge(base, {"run": {"timeout_sec": -1, "gpus": "all", "env": ["A B"]},
+                                 "metric": {"goal": "up"}, "nonsense": 1, "run.x": 2})
+    assert cfg.run.timeout_sec == 30 and cfg.run.gpus == "auto" and cfg.metric.goal == "minimize"
+    keys = {p.key for p in problems}
+    assert keys == {"run.timeout_sec", "run.gpus", "run.env", "metric.goal", "nonsense", "run.x"}
+    assert all(p.key in str(p) for p in problems)
+
+
+def test_booleans_are_not_numbers() -> None:
+    cfg, problems = merge(Config(), {"run": {"timeout_sec": True, "max_concurrent": False}})
+    assert cfg.run.timeout_sec == 300 and cfg.run.max_concurrent == 0 and len(problems) == 2
+
+
+def test_file_layers_and_precedence(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text('[tool.labls]\nstate_dir = "s1"\n[tool.labls.run]\n'
+                                             'timeout_sec = 10\nmemory_mb = 64\n')
+    cfg, problems = load(tmp_path, {"run": {"timeoutSec": 20}}, {"run": {"memoryMb": 128}})
+    assert not problems
+    assert (cfg.state_dir, cfg.run.timeout_sec, cfg.run.memory_mb) == ("s1", 20, 128)
+    (tmp_path / "labls.toml").write_text('state_dir = "s2"\n')  # labls.toml wins over pyproject
+    cfg, _ = load(tmp_path)
+    assert cfg.state_dir == "s2" and cfg.run.timeout_sec == 300
+
+
+def test_unreadable_toml_is_a_problem_not_a_crash(tmp_path: Path) -> None:
+    (tmp_path / "labls.toml").write_text("this is [not toml")
+    cfg, problems = load(tmp_path)
+    assert cfg == Config() and problems and problems[0].key == "labls.toml"
+
+
+def test_user_datasets_validated() -> None:
+    cfg, problems = merge(Config(), {"datasets": {"mine": {"files": ["a.npy"]}}})
+    assert not problems and cfg.datasets["mine"].path == "mine"
+    _, problems = merge(Config(), {"datasets": {"bad": {"path": "../x", "files": ["a"]}}})
+    assert problems and "relative" in problems[0].reason
+
+
+def test_wire_form_is_camel_case() -> None:
+    wire = to_wire(Config())
+    assert wire["datasetCacheRoot"] == "/opt/datasets" and wire["run"]["timeoutSec"] == 300
