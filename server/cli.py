@@ -20,6 +20,20 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-file", help="write logs here instead of stderr")
     serve.add_argument("-v", "--verbose", action="store_true")
 
+    run = sub.add_parser("run", help="run a script in the sandbox, time-boxed, metrics captured")
+    run.add_argument("script", help="path relative to the workspace (the current folder)")
+    run.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the script")
+    run.add_argument("--timeout", type=float, help="wall-clock budget in seconds")
+    run.add_argument("--label", help="a label for the ledger")
+
+    runs = sub.add_parser("runs", help="the run ledger, most recent first")
+    runs.add_argument("--limit", type=int, default=20)
+    runs.add_argument("--state", help="only runs in this state")
+
+    show = sub.add_parser("show", help="one run's record")
+    show.add_argument("run_id")
+    show.add_argument("--json", action="store_true", help="the whole record as JSON")
+
     ds = sub.add_parser("datasets", help="list or stage datasets in the cache root")
     ds_sub = ds.add_subparsers(dest="datasets_verb", required=True)
     ds_list = ds_sub.add_parser("list", help="what the cache root holds")
@@ -38,6 +52,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve(log_file=args.log_file, verbose=args.verbose)
     if args.verb == "datasets":
         return _datasets(args)
+    if args.verb in ("run", "runs", "show"):
+        from . import cli_runs
+
+        return int(getattr(cli_runs, args.verb)(args))
     return 2
 
 

@@ -1,0 +1,479 @@
+"""The run engine: queue → prepare → launch in the sandbox → stream → stop → judge → record.
+
+Each run has its own thread, which owns the run from the slot it waits for to its final record;
+callers (the CLI, the language server) get records and events through `RunListener`. Nothing
+here imports LSP.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import datasets, isolation, limits, metrics, proctree, provenance
+from .capture import OutputPump
+from .config import Config
+from .gpus import GpuSlots, Slot, detect_gpus, gpu_device_nodes
+from .harness import HARNESS_DIR
+from .records import RunRecord, make_error
+from .registry import Registry
+from .workdir import populate
+
+MAX_TIMEOUT_SEC = 7 * 24 * 3600
+FILE_SIZE_LIMIT_MB = 64 * 1024
+RESERVED_ENV = ("LABLS_", "PYTHONPATH")
+NETWORK_ERRORS = ("ConnectionRefusedError", "ConnectionError", "gaierror", "URLError",
+                  "ConnectTimeout", "ConnectionResetError", "NewConnectionError", "timeout")
+
+
+class RunInputError(ValueError):
+    """A run request that cannot be started as asked (bad script, timeout, GPUs, env)."""
+
+
+@dataclass
+class RunRequest:
+    script: str
+    args: list[str] = field(default_factory=list)
+    timeout_sec: float | None = None
+    gpus: int | list[int] | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    label: str = ""
+
+
+class RunListener:
+    """Override what you need; called from run threads."""
+
+    def on_start(self, record: RunRecord) -> None: ...
+    def on_progress(self, record: RunRecord, elapsed: float) -> None: ...
+    def on_finish(self, record: RunRecord) -> None: ...
+
+
+class Engine:
+    def __init__(self, workspace: Path, config: Config,
+                 listener: RunListener | None = None) -> None:
+        self.workspace = workspace.resolve()
+        self.config = config
+        self.listener = listener or RunListener()
+        self.state_dir = config.state_path(self.workspace)
+        self.registry = Registry(self.state_dir / "labls.db")
+        gpus = config.run.gpus if isinstance(config.run.gpus, list) else detect_gpus()
+        self.slots = GpuSlots(gpus, config.run.max_concurrent)
+        self._active: dict[str, _Run] = {}
+        self._lock = threading.Lock()
+
+    # --- public API ---------------------------------------------------------------------------
+    def start(self, request: RunRequest) -> RunRecord:
+        script = self._check(request)
+        budget = request.timeout_sec if request.timeout_sec is not None else (
+            self.config.run.timeout_sec)
+        if not 0 < budget <= MAX_TIMEOUT_SEC:
+            raise RunInputError(f"timeoutSec must be in (0, {MAX_TIMEOUT_SEC}], got {budget}")
+        run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+        record = RunRecord(run_id=run_id, state="queued", script=script, args=request.args,
+                           label=request.label, timeout_sec=budget,
+                           network=self.config.run.network)
+        run_dir = self.state_dir / "runs" / run_id
+        record.log_path = str(run_dir / "log.txt")
+        record.results_path = str(run_dir / "results.json")
+        self.registry.save(record)
+        run = _Run(self, record, request, run_dir)
+        with self._lock:
+            self._active[run_id] = run
+        run.thread.start()
+        return record
+
+    def get(self, run_id: str) -> RunRecord | None:
+        with self._lock:
+            run = self._active.get(run_id)
+        return run.record if run else self.registry.get(run_id)
+
+    def recent(self, limit: int = 50, state: str | None = None) -> list[RunRecord]:
+        return self.registry.recent(limit, state)
+
+    def wait(self, run_id: str, timeout: float | None = None) -> RunRecord | None:
+        with self._lock:
+            run = self._active.get(run_id)
+        if run is not None:
+            run.done.wait(timeout)
+        return self.get(run_id)
+
+    def cancel(self, run_id: str, timeout: float | None = None) -> RunRecord | None:
+        with self._lock:
+            run = self._active.get(run_id)
+        if run is None:
+            return self.registry.get(run_id)
+        run.cancel_requested.set()
+        run.done.wait(timeout)
+        return run.record
+
+    def stop_all(self, timeout: float = 5.0) -> None:
+        """Cancel every run of this engine; the grace period is capped so all go in `timeout`."""
+        with self._lock:
+            runs = list(self._active.values())
+        for run in runs:
+            run.grace_cap = max(0.0, timeout - 1.0)
+            run.cancel_requested.set()
+        deadline = time.monotonic() + timeout
+        for run in runs:
+            run.done.wait(max(0.0, deadline - time.monotonic()))
+
+    def close(self) -> None:
+        self.stop_all()
+        self.registry.close()
+
+    # --- helpers ------------------------------------------------------------------------------
+    def _check(self, request: RunRequest) -> str:
+        raw = Path(request.script)
+        if raw.is_absolute() or ".." in raw.parts:
+            raise RunInputError(f"script {request.script!r} must be a path inside the workspace")
+        path = (self.workspace / raw).resolve()
+        if not path.is_relative_to(self.workspace):
+            raise RunInputError(f"script {request.script!r} leads outside the workspace")
+        if not path.is_file():
+            raise RunInputError(f"script {request.script!r} does not exist in {self.workspace}")
+        for name in request.env:
+            if name.startswith(RESERVED_ENV):
+                raise RunInputError(f"env: {name} is set by labls and cannot be overridden")
+        return str(path.relative_to(self.workspace))
+
+    def python(self) -> str:
+        chosen = self.config.run.python
+        if chosen == "auto":
+            venv = self.workspace / ".venv" / "bin" / "python"
+            return str(venv) if venv.exists() else sys.executable
+        return chosen
+
+    def _finished(self, run: _Run) -> None:
+        with self._lock:
+            self._active.pop(run.record.run_id, None)
+
+
+class _Run:
+    """One run's thread and everything it owns."""
+
+    def __init__(self, engine: Engine, record: RunRecord, request: RunRequest,
+                 run_dir: Path) -> None:
+        self.engine = engine
+        self.cfg = engine.config
+        self.record = record
+        self.request = request
+        self.run_dir = run_dir
+        self.work_dir = run_dir / "work"
+        self.probe_dir = run_dir / "probe"
+        self.home_dir = run_dir / "home"
+        self.cancel_requested = threading.Event()
+        self.done = threading.Event()
+        self.grace_cap: float | None = None
+        self.stop_reason: str | None = None
+        self.stack_frames: list[provenance.Frame] = []
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.cgroup: limits.PidsCgroup | None = None
+        self.thread = threading.Thread(target=self._main, name=f"labls-run-{record.run_id}",
+                                       daemon=True)
+
+    # --- the run's life -----------------------------------------------------------------------
+    def _main(self) -> None:
+        slot: Slot | None = None
+        pump: OutputPump | None = None
+        try:
+            slot = self.engine.slots.acquire(self.request.gpus, self.cancel_requested)
+            self.record.gpus = slot.gpus
+            self.record.device = "cuda" if slot.gpus else "cpu"
+            pump = self._launch(slot)
+            self._supervise(pump)
+            self._judge(pump)
+        except InterruptedError:
+            self._end("cancelled", make_error("cancelled", "cancelled while queued"))
+        except (isolation.RunRefused, ValueError) as exc:
+            kind = "network" if "network" in str(exc) else "refused"
+            self._end("failed", make_error(kind, str(exc)))
+        except Exception as exc:  # a bug of ours: the run still gets a final record
+            self._end("failed", make_error("internal", f"labls error: {exc!r}"))
+        finally:
+            if self.proc is not None and self.proc.poll() is None:
+                self._kill_everything()
+            if self.cgroup:
+                self.cgroup.remove()
+            if slot is not None:
+                self.engine.slots.release(slot)
+            self._finish()
+
+    def _launch(self, slot: Slot) -> OutputPump:
+        for folder in (self.probe_dir, self.home_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        populate(self.engine.workspace, self.engine.state_dir, self.work_dir)
+        kind = isolation.choose(self.cfg.run.isolation, self.cfg.run.network)
+        self.record.isolation = kind
+        spec = self._sandbox_spec(kind, slot)
+        argv = isolation.command(spec)
+        self.cgroup = limits.PidsCgroup.create(self.record.run_id, self.cfg.run.max_processes)
+        prefix = self.cgroup.prefix() if self.cgroup else []
+        prefix += limits.prlimit_prefix(
+            0 if slot.gpus else self.cfg.run.memory_mb, self.cfg.run.max_processes,
+            FILE_SIZE_LIMIT_MB, nproc=self.cgroup is None)
+        read_fd, write_fd = os.pipe()
+        self.launched_at = time.time()
+        try:
+            self.proc = subprocess.Popen(
+                [*prefix, *argv], stdin=subprocess.DEVNULL, stdout=write_fd, stderr=write_fd,
+                cwd=self.work_dir, env=spec.env if kind != "bwrap" else {"PATH": "/usr/bin:/bin"},
+                start_new_session=True, close_fds=True)
+        finally:
+            os.close(write_fd)
+        self.record.state = "running"
+        self.record.started_at = self.launched_at
+        self.engine.registry.save(self.record)
+        self.engine.listener.on_start(self.record)
+        pump = OutputPump(read_fd, Path(self.record.log_path), self._on_metrics)
+        pump.start()
+        return pump
+
+    def _sandbox_spec(self, kind: str, slot: Slot) -> isolation.SandboxSpec:
+        python = self.engine.python()
+        ws, state = self.engine.workspace, self.engine.state_dir
+        env = {
+            "PATH": f"{Path(python).parent}:/usr/local/bin:/usr/bin:/bin",
+            "HOME": str(self.home_dir),
+            "LANG": os.environ.get("LANG", "C.UTF-8"),
+            "PYTHONPATH": str(HARNESS_DIR),
+            "PYTHONUNBUFFERED": "1",
+            "MPLBACKEND": "Agg",
+            "CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in slot.gpus),
+            "CUDA_CACHE_PATH": str(self.home_dir / ".nv"),
+            "TRITON_CACHE_DIR": str(self.home_dir / ".triton"),
+            "LABLS_RUN_ID": self.record.run_id,
+            "LABLS_METRICS": str(self.probe_dir / "metrics.jsonl"),
+            "LABLS_PROBE_DIR": str(self.probe_dir),
+            "LABLS_WORK_DIR": str(self.work_dir),
+            "LABLS_DATASET_ROOT": self.cfg.dataset_cache_root,
+        }
+        if kind != "bwrap":
+            env["TMPDIR"] = str(self.home_dir)
+        for name in self.cfg.run.env:
+            if name in os.environ:
+                env[name] = os.environ[name]
+        env.update(self.request.env)
+        home = Path(os.environ.get("HOME", "/root"))
+        return isolation.SandboxSpec(
+            kind=kind, network=self.cfg.run.network, python=python,
+            argv=[self.record.script, *self.record.args], work_dir=self.work_dir,
+            run_dir=self.run_dir, probe_dir=self.probe_dir, home_dir=self.home_dir,
+            harness_dir=HARNESS_DIR, dataset_root=Path(self.cfg.dataset_cache_root),
+            hidden=[Path("/root"), Path("/home"), home, ws, state],
+            readonly=isolation.interpreter_roots(python),
+            devices=gpu_device_nodes(slot.gpus) if slot.gpus else [], env=env)
+
+    def _supervise(self, pump: OutputPump) -> None:
+        assert self.proc is not None
+        deadline = time.monotonic() + self.record.timeout_sec
+        last_progress = 0.0
+        while True:
+            try:
+                self.proc.wait(timeout=0.1)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            now = time.monotonic()
+            if self.cancel_requested.is_set():
+                self._terminate("cancelled")
+                break
+            if now >= deadline:
+                self._terminate("timeout")
+                break
+            if now - last_progress >= 1.0:
+                last_progress = now
+                self.engine.listener.on_progress(self.record, time.time() - self.launched_at)
+        self._kill_everything()  # leftovers: daemons that outlived the main process
+        if not pump.join(timeout=10):
+            self.record.log_tail = pump.tail()
+
+    def _terminate(self, reason: str) -> None:
+        """Stack dump → SIGTERM to the run's processes → grace → SIGKILL to everything."""
+        assert self.proc is not None
+        self.stop_reason = reason
+        stack_file = self.probe_dir / "stack.txt"
+        target = proctree.first_payload(self.proc.pid)
+        if target is not None:
+            proctree.signal_pids([target], signal.SIGUSR1)
+            deadline = time.monotonic() + 0.5
+            while time.monotonic() < deadline and not _nonempty(stack_file):
+                time.sleep(0.01)
+        payload = [p for p in proctree.descendants(self.proc.pid)
+                   if proctree.command_name(p) not in ("bwrap", "unshare", "sh", "prlimit")]
+        proctree.signal_pids(payload, signal.SIGTERM)
+        grace = self.cfg.run.kill_grace_sec
+        if self.grace_cap is not None:
+            grace = min(grace, self.grace_cap)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=grace)
+        self._kill_everything()
+        if _nonempty(stack_file):
+            text = stack_file.read_text(errors="replace")
+            self.stack_frames = provenance.parse_stack_dump(text, self.work_dir)
+
+    def _kill_everything(self) -> None:
+        assert self.proc is not None
+        members = self.cgroup.members() if self.cgroup else []
+        proctree.kill_tree(self.proc.pid, members)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=5)
+
+    def _on_metrics(self, parsed: metrics.MetricSet) -> None:
+        self.record.metrics = {k: v for k, v in parsed.values.items() if v == v}
+        self.record.dataset_used = list(parsed.stamps)
+
+    # --- judging the outcome ------------------------------------------------------------------
+    def _judge(self, pump: OutputPump) -> None:
+        assert self.proc is not None
+        self.record.log_tail = pump.tail()
+        code = self.proc.returncode
+        self.record.exit_code = code if code is not None and code >= 0 else None
+        self.record.signal = -code if code is not None and code < 0 else None
+        merged = metrics.merge(self._metric_sources(pump))
+        self.record.metrics = merged.metrics
+        self.record.metric_sources = merged.sources
+        self.record.metrics_source = merged.source
+        self.record.structured = {"conditions": merged.conditions, "nonFinite": merged.non_finite,
+                                  "seriesLengths": {k: len(v) for k, v in merged.series.items()}}
+        self.series = merged.series
+        self.record.dataset_used = list(pump.parsed.stamps)
+        probe = provenance.read_probe(self.probe_dir)
+        scan = datasets.scan(self.cfg.dataset_cache_root, self.cfg.datasets)
+        self.record.provenance = provenance.verdict(
+            pump.parsed.stamps, probe.opened, scan, datasets.all_specs(self.cfg.datasets))
+        self.record.network_attempts = [self._relative(e) for e in probe.network]
+        state, error = self._outcome(pump, merged, probe)
+        self._end(state, error)
+
+    def _metric_sources(self, pump: OutputPump) -> dict[str, metrics.MetricSet]:
+        found = {"stdout": pump.parsed}
+        harness = self.probe_dir / "metrics.jsonl"
+        if harness.exists():
+            with open(harness, encoding="utf-8", errors="replace") as f:
+                found["harness"] = metrics.parse_harness_lines(f)
+        for candidate in (self.work_dir / "results.json", self.work_dir / "results/results.json"):
+            with contextlib.suppress(OSError, ValueError):
+                if candidate.stat().st_mtime >= self.launched_at - 0.01:  # written by this run
+                    found["resultsFile"] = metrics.parse_results_json(
+                        json.loads(candidate.read_text(encoding="utf-8")))
+                    break
+        return found
+
+    def _outcome(self, pump: OutputPump, merged: metrics.Merged,
+                 probe: provenance.ProbeEvents) -> tuple[str, dict[str, Any] | None]:
+        if self.stop_reason is not None:
+            frame = provenance.innermost_workspace_frame(self.stack_frames, newest_first=True)
+            where = f" while running {frame.rel}:{frame.line} ({frame.func})" if frame else ""
+            if self.stop_reason == "timeout":
+                message = f"the {self.record.timeout_sec:g} s budget ran out{where}"
+                return "timedOut", self._error("timeout", message, frame)
+            return "cancelled", self._error("cancelled", f"cancelled{where}", frame)
+        if self.proc is not None and self.proc.returncode != 0:
+            return "failed", self._failure(pump, probe)
+        judged = self.cfg.metric.name
+        if judged in merged.non_finite:
+            return "failed", make_error(
+                "nan", f"{judged} is {merged.non_finite[judged]}: the run diverged")
+        if not merged.metrics and not merged.non_finite:
+            return "failed", make_error(
+                "noMetrics", "the run exited 0 but reported no metrics (no `name: value` lines, "
+                "results.json or harness records)")
+        return "succeeded", None
+
+    def _failure(self, pump: OutputPump, probe: provenance.ProbeEvents) -> dict[str, Any]:
+        parsed = provenance.parse_traceback(self._log_end(), self.work_dir)
+        code = self.proc.returncode if self.proc else None
+        if self.cgroup and self.cgroup.hit_limit():
+            return make_error("oom", f"the run hit the limit of {self.cfg.run.max_processes} "
+                              "processes (run.max_processes)")
+        if parsed is None:
+            how = f"killed by signal {-code}" if code is not None and code < 0 else (
+                f"exited with code {code}")
+            kind = "oom" if code == -signal.SIGKILL and self.cfg.run.memory_mb else "exception"
+            return make_error(kind, f"the run {how} without a Python traceback")
+        frames, exception = parsed
+        self.record.traceback = [f.wire() for f in frames]
+        frame = provenance.innermost_workspace_frame(frames)
+        exc_type = exception.split(":", 1)[0].rsplit(".", 1)[-1]
+        remote = [e for e in probe.network if not e.get("local")]
+        if exc_type in NETWORK_ERRORS or (remote and "rror" in exc_type and any(
+                w in exception for w in ("connect", "Network", "resolution", "unreachable"))):
+            attempts = remote or probe.network
+            if attempts:
+                attempt = attempts[-1]
+                rel = self._relative(attempt)
+                return make_error("network", f"{exception} (network is disabled in runs: load "
+                                  "data from the dataset cache instead)", rel.get("file"),
+                                  rel.get("line"))
+            return self._error("network", exception, frame)
+        if exc_type == "MemoryError":
+            return self._error("oom", exception, frame)
+        if exc_type == "FileNotFoundError" and self._about_datasets(exception, probe):
+            return self._error("datasetMissing", exception, frame)
+        return self._error("exception", exception, frame)
+
+    def _about_datasets(self, exception: str, probe: provenance.ProbeEvents) -> bool:
+        root = self.cfg.dataset_cache_root
+        names = [s.name.lower() for s in datasets.all_specs(self.cfg.datasets)]
+        missing_opened = [p for p in probe.opened if not os.path.exists(p)]
+        text = exception.lower()
+        return bool(missing_opened) or root in exception or any(n in text for n in names) or (
+            "dataset" in text)
+
+    def _error(self, kind: str, message: str,
+               frame: provenance.Frame | None) -> dict[str, Any]:
+        return make_error(kind, message, frame.rel if frame else None,
+                          frame.line if frame else None)
+
+    def _relative(self, event: dict[str, Any]) -> dict[str, Any]:
+        out = dict(event)
+        prefix = str(self.work_dir) + os.sep
+        if str(out.get("file", "")).startswith(prefix):
+            out["file"] = out["file"][len(prefix):]
+        return out
+
+    def _log_end(self, size: int = 256 * 1024) -> str:
+        path = Path(self.record.log_path)
+        with open(path, "rb") as f:
+            f.seek(max(0, path.stat().st_size - size))
+            return f.read().decode("utf-8", "replace")
+
+    def _end(self, state: str, error: dict[str, Any] | None) -> None:
+        self.record.state = state
+        self.record.error = error
+        self.record.finished_at = time.time()
+        if self.record.started_at:
+            self.record.duration_sec = round(self.record.finished_at - self.record.started_at, 3)
+
+    def _finish(self) -> None:
+        if not self.record.final:
+            self._end("failed", make_error("internal", "the run ended without a verdict"))
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        results = {**self.record.to_wire(), "series": getattr(self, "series", {})}
+        tmp = Path(self.record.results_path).with_suffix(".tmp")
+        tmp.write_text(json.dumps(results, indent=1, default=str))
+        os.replace(tmp, self.record.results_path)
+        self.engine.registry.save(self.record, getattr(self, "series", None))
+        self.engine._finished(self)
+        try:
+            self.engine.listener.on_finish(self.record)
+        finally:
+            self.done.set()
+
+
+def _nonempty(path: Path) -> bool:
+    try:
+        return path.stat().st_size > 0
+    except OSError:
+        return False
+

@@ -1,0 +1,78 @@
+"""Resource limits for a run, as an argv prefix (no `preexec_fn`: the server has threads).
+
+- Process count: a `pids` cgroup when this process may create one (root on cgroup v1 or v2),
+  joined by a tiny `sh` prefix before anything of the run starts; otherwise `RLIMIT_NPROC`
+  via `prlimit`, which holds for non-root users (the kernel does not apply it to root).
+- Memory: `RLIMIT_AS` via `prlimit` on CPU runs only (it breaks CUDA's address-space reservations).
+- File size: `RLIMIT_FSIZE`, so a runaway writer gets `EFBIG` rather than filling the disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from pathlib import Path
+
+PIDS_ROOTS = (Path("/sys/fs/cgroup/pids"), Path("/sys/fs/cgroup"))
+
+
+class PidsCgroup:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @classmethod
+    def create(cls, name: str, max_pids: int) -> PidsCgroup | None:
+        for root in PIDS_ROOTS:
+            max_file = "pids.max"
+            if root == Path("/sys/fs/cgroup") and not (root / "cgroup.controllers").exists():
+                continue  # not a cgroup2 root
+            if root == Path("/sys/fs/cgroup") and "pids" not in (
+                root / "cgroup.subtree_control"
+            ).read_text():
+                continue
+            if not os.access(root, os.W_OK):
+                continue
+            path = root / "labls" / name
+            try:
+                path.mkdir(parents=True, exist_ok=True)
+                (path / max_file).write_text(str(max_pids))
+            except OSError:
+                continue
+            return cls(path)
+        return None
+
+    def prefix(self) -> list[str]:
+        return ["/bin/sh", "-c", 'echo $$ > "$0" && exec "$@"', str(self.path / "cgroup.procs")]
+
+    def members(self) -> list[int]:
+        try:
+            return [int(p) for p in (self.path / "cgroup.procs").read_text().split()]
+        except OSError:
+            return []
+
+    def hit_limit(self) -> bool:
+        with contextlib.suppress(OSError, ValueError):
+            events = (self.path / "pids.events").read_text()
+            return any(int(line.split()[1]) > 0 for line in events.splitlines()
+                       if line.startswith("max"))
+        return False
+
+    def remove(self) -> None:
+        with contextlib.suppress(OSError):
+            self.path.rmdir()
+
+
+def prlimit_prefix(memory_mb: int, max_processes: int, file_size_mb: int,
+                   nproc: bool) -> list[str]:
+    args = []
+    if memory_mb:
+        args.append(f"--as={memory_mb * 1024 * 1024}")
+    if nproc and max_processes:
+        args.append(f"--nproc={max_processes}")
+    if file_size_mb:
+        args.append(f"--fsize={file_size_mb * 1024 * 1024}")
+    tool = shutil.which("prlimit")
+    if not args or tool is None:
+        return []
+    return [tool, *args, "--"]

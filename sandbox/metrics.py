@@ -1,0 +1,240 @@
+"""Metric parsing: every convention of PROTOCOL.md, merged, none hiding another.
+
+Sources, best first: the JSONL harness (`$LABLS_METRICS`), a `results.json` the run wrote, and
+stdout lines (`name: value`, `METRIC k=v`, tagged `PER_SEED` / `CONDITION_SUMMARY` lines with
+`condition=` or `cond=`, as k=v pairs or a JSON object). Per-condition and per-seed values are
+flattened to `<condition>/<seed>/<metric>` and `<condition>/<metric>`.
+
+Everything here is pure: text in, numbers out.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+SOURCE_RANK = {"harness": 3, "resultsFile": 2, "stdout": 1}
+SERIES_CAP = 10_000
+
+_NUMBER = r"[-+]?(?:\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|nan|inf(?:inity)?)"
+_NAME = r"[A-Za-z_][\w./-]*"
+NAME_VALUE = re.compile(rf"^\s*({_NAME})\s*:\s*({_NUMBER})\s*$", re.IGNORECASE)
+METRIC_LINE = re.compile(r"^\s*METRIC\s+(.*)$")
+TAGGED = re.compile(r"^\s*([A-Z][A-Z0-9_]*)\s+(.*)$")
+STAMP = re.compile(r"^\s*DATASET_USED:\s*(\S.*?)\s*$")
+PAIR = re.compile(rf"({_NAME})\s*(?:=|:\s)\s*({_NUMBER}|[^\s,;]+)", re.IGNORECASE)
+_CONDITION_KEYS = ("condition", "cond")
+
+# A fast C-level pre-filter for whole chunks of output: only lines that could be one of the above.
+CANDIDATE = re.compile(
+    rb"^[ \t]*(?:[A-Za-z_][\w./-]*[ \t]*:[ \t]*[-+.0-9nNiI][^\n]*"
+    rb"|METRIC[ \t][^\n]*|[A-Z][A-Z0-9_]*[ \t][^\n]*cond[^\n]*|DATASET_USED:[^\n]*)$",
+    re.MULTILINE,
+)
+
+
+def to_number(text: Any) -> float | None:
+    if isinstance(text, bool):
+        return None
+    if isinstance(text, int | float):
+        return float(text)
+    if isinstance(text, str):
+        try:
+            return float(text)
+        except ValueError:
+            return None
+    return None
+
+
+@dataclass
+class MetricSet:
+    """Accumulated metrics from one source; `put` keeps the last value and a series."""
+
+    values: dict[str, float] = field(default_factory=dict)
+    series: dict[str, list[tuple[int | None, float]]] = field(default_factory=dict)
+    conditions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    stamps: list[str] = field(default_factory=list)
+
+    def put(self, name: str, value: float, step: int | None = None) -> None:
+        self.values[name] = value
+        points = self.series.setdefault(name, [])
+        if len(points) < SERIES_CAP:
+            points.append((step, value))
+
+    def put_condition(self, cond: str, seed: str | None, name: str, value: float) -> None:
+        table = self.conditions.setdefault(cond, {})
+        if seed is None:
+            table[name] = value
+            self.put(f"{cond}/{name}", value)
+        else:
+            table.setdefault(seed, {})[name] = value
+            self.put(f"{cond}/{seed}/{name}", value)
+
+
+# --- stdout --------------------------------------------------------------------------------------
+
+
+def parse_line(line: str, into: MetricSet) -> bool:
+    """Parse one stdout line into `into`; True if it carried anything."""
+    if m := STAMP.match(line):
+        into.stamps.append(m.group(1))
+        return True
+    if m := NAME_VALUE.match(line):
+        value = to_number(m.group(2))
+        if value is not None:
+            into.put(m.group(1), value)
+            return True
+    if m := METRIC_LINE.match(line):
+        found = False
+        for name, raw in PAIR.findall(m.group(1)):
+            value = to_number(raw)
+            if value is not None:
+                into.put(name, value)
+                found = True
+        return found
+    if m := TAGGED.match(line):
+        return _parse_tagged(m.group(2), into)
+    return False
+
+
+def _parse_tagged(rest: str, into: MetricSet) -> bool:
+    rest = rest.strip()
+    fields: dict[str, Any]
+    if rest.startswith("{"):
+        try:
+            loaded = json.loads(rest)
+        except json.JSONDecodeError:
+            return False
+        if not isinstance(loaded, dict):
+            return False
+        fields = loaded
+    else:
+        fields = dict(PAIR.findall(rest))
+    cond = next((str(fields.pop(k)) for k in _CONDITION_KEYS if k in fields), None)
+    if cond is None:
+        return False
+    seed = fields.pop("seed", None)
+    seed = None if seed is None else str(seed)
+    found = False
+    for name, raw in fields.items():
+        value = to_number(raw)
+        if value is not None:
+            into.put_condition(cond, seed, str(name), value)
+            found = True
+    return found
+
+
+def parse_chunk(block: bytes, into: MetricSet) -> int:
+    """Parse the complete lines of `block` (bytes ending at a newline); returns lines used."""
+    if b":" not in block and b"=" not in block:
+        return 0
+    used = 0
+    for m in CANDIDATE.finditer(block):
+        used += parse_line(m.group(0).decode("utf-8", "replace"), into)
+    return used
+
+
+# --- results.json --------------------------------------------------------------------------------
+
+
+def parse_results_json(data: Any) -> MetricSet:
+    """`{"metrics": {...}, "conditions": {cond: {seed: {m: v}} | {m: v}}}`, or a flat dict."""
+    out = MetricSet()
+    if not isinstance(data, dict):
+        return out
+    metrics = data.get("metrics")
+    flat = metrics if isinstance(metrics, dict) else {
+        k: v for k, v in data.items() if k not in ("conditions", "metrics")
+    }
+    for name, raw in flat.items():
+        value = to_number(raw)
+        if value is not None:
+            out.put(str(name), value)
+    conditions = data.get("conditions")
+    if isinstance(conditions, dict):
+        for cond, table in conditions.items():
+            if not isinstance(table, dict):
+                continue
+            for key, item in table.items():
+                if isinstance(item, dict):
+                    for name, raw in item.items():
+                        value = to_number(raw)
+                        if value is not None:
+                            out.put_condition(str(cond), str(key), str(name), value)
+                elif (value := to_number(item)) is not None:
+                    out.put_condition(str(cond), None, str(key), value)
+    return out
+
+
+# --- JSONL harness -------------------------------------------------------------------------------
+
+
+def parse_harness_lines(lines: Iterable[str]) -> MetricSet:
+    out = MetricSet()
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if not isinstance(record, dict) or not isinstance(record.get("metrics"), dict):
+            continue
+        cond, seed, step = record.get("condition"), record.get("seed"), record.get("step")
+        for name, raw in record["metrics"].items():
+            value = to_number(raw)
+            if value is None:
+                continue
+            if cond is not None:
+                out.put_condition(str(cond), None if seed is None else str(seed), name, value)
+            else:
+                out.put(str(name), value, step if isinstance(step, int) else None)
+    return out
+
+
+# --- merging -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Merged:
+    metrics: dict[str, float]
+    sources: dict[str, str]
+    source: str
+    conditions: dict[str, Any]
+    non_finite: dict[str, str]
+    series: dict[str, list[tuple[int | None, float]]]
+
+
+def merge(by_source: dict[str, MetricSet]) -> Merged:
+    """All sources merged; for a key in several, the better source's value wins."""
+    metrics: dict[str, float] = {}
+    sources: dict[str, str] = {}
+    conditions: dict[str, Any] = {}
+    series: dict[str, list[tuple[int | None, float]]] = {}
+    for source in sorted(by_source, key=lambda s: SOURCE_RANK[s]):  # worst first, best last
+        found = by_source[source]
+        for name, value in found.values.items():
+            metrics[name] = value
+            sources[name] = source
+        for cond, table in found.conditions.items():
+            _deep_update(conditions.setdefault(cond, {}), table)
+        for name, points in found.series.items():
+            if len(points) > 1:
+                series[name] = points
+    non_finite = {k: str(v) for k, v in metrics.items() if not math.isfinite(v)}
+    for key in non_finite:
+        metrics.pop(key)
+        sources.pop(key)
+    produced = [s for s, found in by_source.items() if found.values]
+    best = max(produced, key=lambda s: SOURCE_RANK[s]) if produced else "none"
+    return Merged(metrics, sources, best, conditions, non_finite, series)
+
+
+def _deep_update(target: dict[str, Any], update: dict[str, Any]) -> None:
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(target.get(key), dict):
+            _deep_update(target[key], value)
+        else:
+            target[key] = value

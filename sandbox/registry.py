@@ -1,0 +1,158 @@
+"""The run registry: SQLite in WAL mode at `<state_dir>/labls.db`.
+
+Each run is one row holding the full record as JSON, plus tables for metrics, metric series and
+provenance so they can be queried. Every state change is committed at once, so a crash loses no
+finished run. Rows of runs whose owning process has died become `interrupted` on the next open.
+Safe for several threads (one lock) and several processes (WAL, busy timeout).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+from .records import RunRecord
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT UNIQUE NOT NULL,
+    state TEXT NOT NULL,
+    script TEXT NOT NULL,
+    label TEXT NOT NULL DEFAULT '',
+    owner_pid INTEGER,
+    owner_start TEXT,
+    created_at REAL NOT NULL,
+    record TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS runs_state ON runs(state);
+CREATE TABLE IF NOT EXISTS metrics (
+    run_id TEXT NOT NULL, name TEXT NOT NULL, value REAL NOT NULL, source TEXT NOT NULL,
+    PRIMARY KEY (run_id, name)
+);
+CREATE TABLE IF NOT EXISTS metric_series (
+    run_id TEXT NOT NULL, name TEXT NOT NULL, idx INTEGER NOT NULL, step INTEGER, value REAL,
+    PRIMARY KEY (run_id, name, idx)
+);
+CREATE TABLE IF NOT EXISTS provenance (
+    run_id TEXT PRIMARY KEY, verdict TEXT NOT NULL, reason TEXT NOT NULL, stamps TEXT NOT NULL,
+    files_read TEXT NOT NULL
+);
+"""
+
+
+def _process_start(pid: int) -> str | None:
+    """The kernel's start time of `pid` (field 22 of /proc/pid/stat), to detect pid reuse."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    return stat[stat.rfind(b")") + 2 :].split()[19].decode()
+
+
+class Registry:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, timeout=30, check_same_thread=False,
+                                   isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(SCHEMA)
+        self._owner = (os.getpid(), _process_start(os.getpid()))
+        self.interrupted = self._mark_orphans()
+
+    def _mark_orphans(self) -> list[str]:
+        """Runs left `running`/`queued` by a process that no longer exists."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT run_id, owner_pid, owner_start, record FROM runs "
+                "WHERE state IN ('running', 'queued')"
+            ).fetchall()
+            lost = []
+            for run_id, pid, start, record in rows:
+                if pid is not None and _process_start(pid) == start:
+                    continue  # its owner is alive (another server or CLI)
+                data = json.loads(record)
+                data["state"] = "interrupted"
+                data["error"] = {"kind": "interrupted", "file": None, "line": None,
+                                 "message": "the labls process running this run stopped"}
+                self._db.execute("UPDATE runs SET state='interrupted', record=? WHERE run_id=?",
+                                 (json.dumps(data), run_id))
+                lost.append(run_id)
+            return lost
+
+    def save(self, record: RunRecord, series: dict[str, list[tuple[int | None, float]]] | None
+             = None) -> None:
+        data = json.dumps(record.to_wire())
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute(
+                    "INSERT INTO runs (run_id, state, script, label, owner_pid, owner_start, "
+                    "created_at, record) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT(run_id) DO UPDATE SET state=excluded.state, "
+                    "record=excluded.record",
+                    (record.run_id, record.state, record.script, record.label, *self._owner,
+                     record.created_at, data),
+                )
+                if record.final:
+                    self._save_results(record, series or {})
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def _save_results(self, record: RunRecord,
+                      series: dict[str, list[tuple[int | None, float]]]) -> None:
+        rid = record.run_id
+        self._db.executemany(
+            "INSERT OR REPLACE INTO metrics VALUES (?, ?, ?, ?)",
+            [(rid, k, v, record.metric_sources.get(k, "")) for k, v in record.metrics.items()],
+        )
+        self._db.executemany(
+            "INSERT OR REPLACE INTO metric_series VALUES (?, ?, ?, ?, ?)",
+            [(rid, name, i, step, value) for name, points in series.items()
+             for i, (step, value) in enumerate(points)],
+        )
+        prov = record.provenance
+        if prov:
+            self._db.execute(
+                "INSERT OR REPLACE INTO provenance VALUES (?, ?, ?, ?, ?)",
+                (rid, prov.get("verdict", ""), prov.get("reason", ""),
+                 json.dumps(prov.get("stamps", [])), json.dumps(prov.get("filesRead", []))),
+            )
+
+    def get(self, run_id: str) -> RunRecord | None:
+        with self._lock:
+            row = self._db.execute("SELECT record FROM runs WHERE run_id=?",
+                                   (run_id,)).fetchone()
+        return RunRecord.from_wire(json.loads(row[0])) if row else None
+
+    def recent(self, limit: int = 50, state: str | None = None) -> list[RunRecord]:
+        query = "SELECT record FROM runs"
+        args: list[Any] = []
+        if state:
+            query += " WHERE state=?"
+            args.append(state)
+        query += " ORDER BY seq DESC LIMIT ?"
+        args.append(limit)
+        with self._lock:
+            rows = self._db.execute(query, args).fetchall()
+        return [RunRecord.from_wire(json.loads(r[0])) for r in rows]
+
+    def series(self, run_id: str, name: str) -> list[tuple[int | None, float]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT step, value FROM metric_series WHERE run_id=? AND name=? ORDER BY idx",
+                (run_id, name)).fetchall()
+        return [(r[0], r[1]) for r in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

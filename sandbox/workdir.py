@@ -1,0 +1,59 @@
+"""A fresh working folder per run: a copy of the workspace's files, never shared between runs.
+
+In a git repository the copied files are those git knows or would track (`git ls-files
+--cached --others --exclude-standard`, as they are in the working tree, so uncommitted edits
+run); elsewhere every file but the state dir, `.git`, `.venv` and caches. Modification times are
+kept, so a `results.json` copied from the workspace is recognisably older than the run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+SKIP_DIRS = {".git", ".venv", "venv", "__pycache__", "node_modules", ".mypy_cache",
+             ".pytest_cache", ".ruff_cache"}
+
+
+def workspace_files(workspace: Path, state_dir: Path) -> list[str]:
+    if (workspace / ".git").exists():
+        done = subprocess.run(
+            ["git", "-C", str(workspace), "ls-files", "-z", "--cached", "--others",
+             "--exclude-standard"], capture_output=True, check=False)
+        if done.returncode == 0:
+            files = [f for f in done.stdout.decode("utf-8", "surrogateescape").split("\0") if f]
+            return [f for f in files if not _inside(workspace / f, state_dir)]
+    found = []
+    for folder, dirs, names in os.walk(workspace):
+        here = Path(folder)
+        dirs[:] = [d for d in dirs if d not in SKIP_DIRS and not _inside(here / d, state_dir)]
+        found += [str((here / n).relative_to(workspace)) for n in names]
+    return found
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder)
+        return True
+    except ValueError:
+        return False
+
+
+def populate(workspace: Path, state_dir: Path, work_dir: Path) -> int:
+    """Copy the workspace's files into the (new, empty) `work_dir`; returns how many."""
+    if work_dir.exists():
+        shutil.rmtree(work_dir)
+    work_dir.mkdir(parents=True)
+    root = workspace.resolve()
+    count = 0
+    for rel in workspace_files(workspace, state_dir):
+        src = workspace / rel
+        if not src.is_file() or not _inside(src, root):  # deleted, or a link out of the tree
+            continue
+        dst = work_dir / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dst)
+        count += 1
+    return count

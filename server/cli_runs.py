@@ -1,0 +1,105 @@
+"""`labls run`, `labls runs`, `labls show`: the run engine from a terminal.
+
+A live progress line on stderr (elapsed / budget, latest metrics), a summary table at the end.
+Exit code 0 only when the run succeeded.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from labls.sandbox import config
+from labls.sandbox.engine import Engine, RunInputError, RunListener, RunRequest
+from labls.sandbox.records import RunRecord
+
+
+class _ProgressLine(RunListener):
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+
+    def on_progress(self, record: RunRecord, elapsed: float) -> None:
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in list(record.metrics.items())[-4:])
+        line = f"[{record.run_id}] {elapsed:6.1f}/{record.timeout_sec:g} s  {shown}"
+        self.stream.write(("\r" + line[:150].ljust(150)) if self.tty else line + "\n")
+        self.stream.flush()
+
+
+def run(args: Any) -> int:
+    workspace = Path.cwd()
+    cfg, problems = config.load(workspace)
+    for problem in problems:
+        sys.stderr.write(f"{problem}\n")
+    engine = Engine(workspace, cfg, _ProgressLine(sys.stderr))
+    try:
+        record = engine.start(RunRequest(args.script, list(args.args), args.timeout,
+                                         label=args.label or ""))
+    except RunInputError as exc:
+        sys.stderr.write(f"labls run: {exc}\n")
+        return 2
+    interrupted = threading.Event()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        interrupted.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    while (final := engine.wait(record.run_id, timeout=0.2)) is not None and not final.final:
+        if interrupted.is_set():
+            engine.cancel(record.run_id)
+    engine.registry.close()
+    assert final is not None
+    sys.stderr.write("\n" if sys.stderr.isatty() else "")
+    sys.stdout.write(summary(final))
+    return 0 if final.state == "succeeded" else 1
+
+
+def summary(r: RunRecord) -> str:
+    rows = [("run", r.run_id), ("state", r.state), ("script", " ".join([r.script, *r.args])),
+            ("duration", f"{r.duration_sec or 0:.2f} s of {r.timeout_sec:g} s"),
+            ("isolation", f"{r.isolation} (network {r.network}, {r.device})"),
+            ("metrics from", r.metrics_source),
+            ("provenance", f"{r.provenance.get('verdict', '-')}: {r.provenance.get('reason', '')}"),
+            ("log", r.log_path)]
+    if r.error:
+        where = f" at {r.error['file']}:{r.error['line']}" if r.error.get("file") else ""
+        rows.append(("error", f"{r.error['kind']}{where}: {r.error['message']}"))
+    out = "".join(f"{k:>13}  {v}\n" for k, v in rows)
+    if r.metrics:
+        out += "      metrics\n" + "".join(
+            f"{'':>15}{k:<40} {v:.6g}\n" for k, v in sorted(r.metrics.items()))
+    return out
+
+
+def runs(args: Any) -> int:
+    engine_cfg, _ = config.load(Path.cwd())
+    from labls.sandbox.registry import Registry
+
+    registry = Registry(engine_cfg.state_path(Path.cwd()) / "labls.db")
+    judged = engine_cfg.metric.name
+    sys.stdout.write(f"{'run':<23} {'state':<11} {'duration':>9} {judged:>12}  script\n")
+    for r in registry.recent(args.limit, args.state):
+        value = r.metrics.get(judged)
+        shown = f"{value:.6g}" if value is not None else "-"
+        started = time.strftime("%H:%M:%S", time.localtime(r.created_at))
+        sys.stdout.write(f"{r.run_id:<23} {r.state:<11} {r.duration_sec or 0:>8.1f}s "
+                         f"{shown:>12}  {r.script} ({started})\n")
+    return 0
+
+
+def show(args: Any) -> int:
+    cfg, _ = config.load(Path.cwd())
+    from labls.sandbox.registry import Registry
+
+    record = Registry(cfg.state_path(Path.cwd()) / "labls.db").get(args.run_id)
+    if record is None:
+        sys.stderr.write(f"labls show: no run {args.run_id!r}\n")
+        return 2
+    sys.stdout.write(json.dumps(record.to_wire(), indent=2) if args.json else summary(record))
+    return 0

@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+from labls.sandbox.capture import MAX_LINE, OutputPump
+from labls.sandbox.metrics import (
+    MetricSet,
+    merge,
+    parse_chunk,
+    parse_harness_lines,
+    parse_line,
+    parse_results_json,
+)
+from labls.sandbox.provenance import parse_stack_dump, parse_traceback
+
+
+def parsed(*lines: str) -> MetricSet:
+    out = MetricSet()
+    for line in lines:
+        parse_line(line, out)
+    return out
+
+
+def test_name_value_lines_only_when_alone() -> None:
+    m = parsed("val_bpb: 0.99", "  peak_vram_mb:   45060.2", "epoch 3: loss 0.1",
+               "note: see 1.5 above", "mfu_percent: 39.80", "x: 1e-3", "time: 12:30")
+    assert m.values == {"val_bpb": 0.99, "peak_vram_mb": 45060.2, "mfu_percent": 39.8, "x": 1e-3}
+
+
+def test_metric_and_tagged_lines() -> None:
+    m = parsed("METRIC lr=0.1 acc=0.5 name=foo",
+               "PER_SEED condition=bn seed=0 accuracy: 0.981 loss: 0.07",
+               "CONDITION_SUMMARY condition=bn accuracy_mean: 0.98 accuracy_std: 0.01",
+               'ABLATION {"cond": "no_aug", "seed": 2, "acc": 0.7, "note": "x"}',
+               "PER_SEED seed=0 accuracy: 0.5")  # no condition: not read
+    assert m.values == {"lr": 0.1, "acc": 0.5, "bn/0/accuracy": 0.981, "bn/0/loss": 0.07,
+                        "bn/accuracy_mean": 0.98, "bn/accuracy_std": 0.01, "no_aug/2/acc": 0.7}
+    assert m.conditions["bn"] == {"0": {"accuracy": 0.981, "loss": 0.07},
+                                  "accuracy_mean": 0.98, "accuracy_std": 0.01}
+
+
+def test_stamps_and_chunk_prefilter() -> None:
+    m = MetricSet()
+    block = b"noise\n" * 1000 + b"DATASET_USED: digits\nval: 1\n" + b"\xff\xfe junk\n"
+    assert parse_chunk(block, m) == 2
+    assert m.stamps == ["digits"] and m.values == {"val": 1.0}
+    assert parse_chunk(b"no separators here\n" * 100, MetricSet()) == 0
+
+
+def test_results_json_and_harness_flattening() -> None:
+    r = parse_results_json({"metrics": {"acc": 0.9, "name": "x"},
+                            "conditions": {"bn": {"0": {"acc": 0.91}, "acc_mean": 0.9}}})
+    assert r.values == {"acc": 0.9, "bn/0/acc": 0.91, "bn/acc_mean": 0.9}
+    assert parse_results_json({"loss": 0.3, "tag": "a"}).values == {"loss": 0.3}
+    assert parse_results_json([1, 2]).values == {}
+    h = parse_harness_lines(['{"metrics": {"loss": 1.0}, "step": 1}',
+                             '{"metrics": {"loss": 0.5}, "step": 2}', "not json",
+                             '{"metrics": {"acc": 0.8}, "condition": "c", "seed": "1"}'])
+    assert h.values == {"loss": 0.5, "c/1/acc": 0.8}
+    assert h.series["loss"] == [(1, 1.0), (2, 0.5)]
+
+
+def test_merge_prefers_better_sources_and_drops_non_finite() -> None:
+    stdout = parsed("val_bpb: 1.0", "only_stdout: 2", "bad: nan")
+    results = parse_results_json({"val_bpb": 0.9})
+    merged = merge({"stdout": stdout, "resultsFile": results})
+    assert merged.metrics == {"val_bpb": 0.9, "only_stdout": 2.0}
+    assert merged.sources == {"val_bpb": "resultsFile", "only_stdout": "stdout"}
+    assert merged.source == "resultsFile" and merged.non_finite == {"bad": "nan"}
+    assert merge({"stdout": MetricSet()}).source == "none"
+
+
+def test_traceback_and_stack_dump_are_mapped_to_the_workspace() -> None:
+    work = Path("/s/runs/r1/work")
+    log = ("out\nTraceback (most recent call last):\n"
+           '  File "/s/runs/r1/work/train.py", line 10, in <module>\n    main()\n'
+           '  File "/usr/lib/python3/x.py", line 3, in main\n    f()\n'
+           '  File "/s/runs/r1/work/lib/m.py", line 7, in f\n    raise KeyError("k")\n'
+           "KeyError: 'k'\n")
+    result = parse_traceback(log, work)
+    assert result is not None
+    frames, exception = result
+    assert [(f.rel, f.line) for f in frames] == [("train.py", 10), (None, 3), ("lib/m.py", 7)]
+    assert exception == "KeyError: 'k'"
+    dump = ('Thread 0x01 (most recent call first):\n  File "/s/runs/r1/work/t.py", line 2 in w\n\n'
+            'Current thread 0x02 (most recent call first):\n'
+            '  File "/s/runs/r1/work/train.py", line 44 in step\n'
+            '  File "/s/runs/r1/work/train.py", line 60 in <module>\n')
+    assert [(f.rel, f.line, f.func) for f in parse_stack_dump(dump, work)] == [
+        ("train.py", 44, "step"), ("train.py", 60, "<module>")]
+
+
+def test_pump_bounds_long_lines_and_keeps_metrics_after_them(tmp_path: Path) -> None:
+    read_fd, write_fd = os.pipe()
+    pump = OutputPump(read_fd, tmp_path / "log.txt")
+    pump.start()
+    # a 3 MiB line crosses several 1 MiB reads, so it goes through the bounded carry
+    payload = b"a: 1\n" + b"z" * (MAX_LINE * 48) + b"\nb: 2\n" + b"tail without newline c: 3"
+    writer = threading.Thread(target=lambda: (os.write(write_fd, payload), os.close(write_fd)))
+    writer.start()
+    writer.join()
+    assert pump.join(5)
+    assert pump.parsed.values == {"a": 1.0, "b": 2.0}
+    assert (tmp_path / "log.txt").read_bytes() == payload
+    assert "z [...]\nb: 2" in pump.tail() and pump.tail().endswith("c: 3")
+    assert pump.lines_total == 4
