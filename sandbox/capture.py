@@ -1,10 +1,13 @@
-"""Stream a run's output to its log as it comes, keep a bounded tail, parse metrics on the fly.
+"""A run's output: written by the run straight into `log.txt`, followed by the engine.
 
-One thread per run reads the pipe in 1 MiB chunks (`os.read` releases the GIL), appends them to
-`log.txt` unchanged, and hands complete lines to the metric parser. Nothing is ever held whole:
-memory is bounded by the chunk size, the tail and the longest line kept (64 KiB; the rest of a
-longer line goes to the log only). Invalid UTF-8 is kept as bytes in the log and replaced with
-U+FFFD in the tail and the parser.
+The run's stdout and stderr are the log file itself (opened `O_APPEND`), so a run printing at full
+speed writes at page-cache speed and never waits on labls. A follower thread reads the file as it
+grows (like `tail -f`), keeps a bounded tail and parses metric lines incrementally, so progress
+can show them live; after the run's processes are gone it drains the file to the end.
+
+Nothing is held whole: memory is bounded by the read size, the tail buffer and the longest line
+kept (64 KiB; the rest of a longer line stays in the log only). Invalid UTF-8 stays as bytes in
+the log and becomes U+FFFD in the tail and the parser.
 """
 
 from __future__ import annotations
@@ -12,65 +15,69 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
 from .metrics import MetricSet, parse_chunk
 
-CHUNK = 1 << 20
+CHUNK = 4 << 20
 MAX_LINE = 64 * 1024
-TAIL_LINES = 200
+TAIL_BYTES = 256 * 1024
 TAIL_LINE_CHARS = 2000
+IDLE_POLL_SEC = 0.05
 
 
 class OutputPump:
-    def __init__(self, fd: int, log_path: Path,
+    def __init__(self, log_path: Path,
                  on_metrics: Callable[[MetricSet], None] | None = None) -> None:
-        self.fd = fd
         self.log_path = log_path
         self.parsed = MetricSet()
         self.bytes_total = 0
         self.lines_total = 0
-        self._tail: deque[bytes] = deque(maxlen=TAIL_LINES)
-        self._carry = b""
+        self._recent = b""  # the last TAIL_BYTES of complete lines
+        self._carry = b""  # the current incomplete line (bounded by MAX_LINE)
         self._skipping = False  # inside an over-long line: drop until the next newline
         self._on_metrics = on_metrics
-        self._thread = threading.Thread(target=self._run, name="labls-pump", daemon=True)
+        self._writers_gone = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="labls-follow", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
-    def join(self, timeout: float | None = None) -> bool:
+    def finish(self, timeout: float | None = None) -> bool:
+        """No more writers: read to the end of the log, then stop. True once drained."""
+        self._writers_gone.set()
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
     def tail(self, lines: int = 50) -> str:
-        chosen = list(self._tail)[-lines:]
+        chosen = self._recent.split(b"\n")[:-1][-lines:]
         if self._carry:
-            chosen.append(self._carry[:TAIL_LINE_CHARS])
+            chosen.append(self._carry)
         return "\n".join(_clip(b) for b in chosen)
 
     def _run(self) -> None:
-        with open(self.log_path, "ab", buffering=0) as log:
-            last_notify = 0.0
+        last_notify = 0.0
+        with open(self.log_path, "rb", buffering=0) as log:
             while True:
-                try:
-                    chunk = os.read(self.fd, CHUNK)
-                except OSError:
-                    break
+                chunk = log.read(CHUNK)
                 if not chunk:
-                    break
-                log.write(chunk)
+                    if self._writers_gone.is_set():
+                        # one last read: the writers may have written just before going
+                        chunk = log.read(CHUNK)
+                        if not chunk:
+                            break
+                    else:
+                        self._writers_gone.wait(IDLE_POLL_SEC)
+                        continue
                 self.bytes_total += len(chunk)
                 if self._feed(chunk) and self._on_metrics:
                     now = time.monotonic()
                     if now - last_notify > 0.2:  # at most 5 progress updates a second
                         last_notify = now
                         self._on_metrics(self.parsed)
-            if self._carry and not self._skipping:
-                self._feed(b"\n")
-        os.close(self.fd)
+        if self._carry and not self._skipping:
+            self._feed(b"\n")
         if self._on_metrics:
             self._on_metrics(self.parsed)
 
@@ -82,15 +89,13 @@ class OutputPump:
             return False
         head, rest = chunk[: end + 1], chunk[end + 1 :]
         if self._skipping:
-            first_nl = head.find(b"\n")
-            head = head[first_nl + 1 :]
+            head = head[head.find(b"\n") + 1 :]
             self._skipping = False
         block = self._carry + head if self._carry else head
         self._carry = b""
+        self.lines_total += block.count(b"\n")
+        self._recent = (self._recent + block[-TAIL_BYTES:])[-TAIL_BYTES:]
         self._extend_carry(rest)
-        lines = block.count(b"\n")
-        self.lines_total += lines
-        self._tail.extend(block[-(TAIL_LINES * 256) :].split(b"\n")[-TAIL_LINES - 1 : -1])
         return parse_chunk(block, self.parsed) > 0
 
     def _extend_carry(self, data: bytes) -> None:
@@ -98,7 +103,8 @@ class OutputPump:
             return
         self._carry += data
         if len(self._carry) > MAX_LINE:  # a line longer than we keep: keep its head only
-            self._tail.append(self._carry[: TAIL_LINE_CHARS + 1])
+            self._recent = (self._recent + self._carry[: TAIL_LINE_CHARS + 1] + b"\n")[
+                -TAIL_BYTES:]
             self.lines_total += 1
             self._carry = b""
             self._skipping = True
@@ -107,3 +113,8 @@ class OutputPump:
 def _clip(line: bytes) -> str:
     text = line[:TAIL_LINE_CHARS].decode("utf-8", "replace")
     return text + " [...]" if len(line) > TAIL_LINE_CHARS else text
+
+
+def open_log(path: Path) -> int:
+    """The file descriptor a run writes its stdout and stderr to."""
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)

@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import secrets
+import select
 import signal
 import subprocess
 import sys
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from . import datasets, isolation, limits, metrics, proctree, provenance
-from .capture import OutputPump
+from .capture import OutputPump, open_log
 from .config import Config
 from .gpus import GpuSlots, Slot, detect_gpus, gpu_device_nodes
 from .harness import HARNESS_DIR
@@ -112,7 +113,7 @@ class Engine:
             run = self._active.get(run_id)
         if run is None:
             return self.registry.get(run_id)
-        run.cancel_requested.set()
+        run.request_cancel()
         run.done.wait(timeout)
         return run.record
 
@@ -122,7 +123,7 @@ class Engine:
             runs = list(self._active.values())
         for run in runs:
             run.grace_cap = max(0.0, timeout - 1.0)
-            run.cancel_requested.set()
+            run.request_cancel()
         deadline = time.monotonic() + timeout
         for run in runs:
             run.done.wait(max(0.0, deadline - time.monotonic()))
@@ -172,6 +173,7 @@ class _Run:
         self.probe_dir = run_dir / "probe"
         self.home_dir = run_dir / "home"
         self.cancel_requested = threading.Event()
+        self._wake_r, self._wake_w = os.pipe()  # wakes the supervisor on cancel
         self.done = threading.Event()
         self.grace_cap: float | None = None
         self.stop_reason: str | None = None
@@ -180,6 +182,11 @@ class _Run:
         self.cgroup: limits.PidsCgroup | None = None
         self.thread = threading.Thread(target=self._main, name=f"labls-run-{record.run_id}",
                                        daemon=True)
+
+    def request_cancel(self) -> None:
+        self.cancel_requested.set()
+        with contextlib.suppress(OSError):
+            os.write(self._wake_w, b"x")
 
     # --- the run's life -----------------------------------------------------------------------
     def _main(self) -> None:
@@ -207,6 +214,8 @@ class _Run:
             if slot is not None:
                 self.engine.slots.release(slot)
             self._finish()
+            for fd in (self._wake_r, self._wake_w):
+                os.close(fd)
 
     def _launch(self, slot: Slot) -> OutputPump:
         for folder in (self.probe_dir, self.home_dir):
@@ -221,20 +230,20 @@ class _Run:
         prefix += limits.prlimit_prefix(
             0 if slot.gpus else self.cfg.run.memory_mb, self.cfg.run.max_processes,
             FILE_SIZE_LIMIT_MB, nproc=self.cgroup is None)
-        read_fd, write_fd = os.pipe()
+        log_fd = open_log(Path(self.record.log_path))
         self.launched_at = time.time()
         try:
             self.proc = subprocess.Popen(
-                [*prefix, *argv], stdin=subprocess.DEVNULL, stdout=write_fd, stderr=write_fd,
+                [*prefix, *argv], stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd,
                 cwd=self.work_dir, env=spec.env if kind != "bwrap" else {"PATH": "/usr/bin:/bin"},
                 start_new_session=True, close_fds=True)
         finally:
-            os.close(write_fd)
+            os.close(log_fd)
         self.record.state = "running"
         self.record.started_at = self.launched_at
         self.engine.registry.save(self.record)
         self.engine.listener.on_start(self.record)
-        pump = OutputPump(read_fd, Path(self.record.log_path), self._on_metrics)
+        pump = OutputPump(Path(self.record.log_path), self._on_metrics)
         pump.start()
         return pump
 
@@ -274,28 +283,32 @@ class _Run:
             devices=gpu_device_nodes(slot.gpus) if slot.gpus else [], env=env)
 
     def _supervise(self, pump: OutputPump) -> None:
+        """Sleep until the process exits, the budget ends or a cancel comes (no polling)."""
         assert self.proc is not None
-        deadline = time.monotonic() + self.record.timeout_sec
-        last_progress = 0.0
-        while True:
-            try:
-                self.proc.wait(timeout=0.1)
-                break
-            except subprocess.TimeoutExpired:
-                pass
-            now = time.monotonic()
-            if self.cancel_requested.is_set():
-                self._terminate("cancelled")
-                break
-            if now >= deadline:
-                self._terminate("timeout")
-                break
-            if now - last_progress >= 1.0:
-                last_progress = now
-                self.engine.listener.on_progress(self.record, time.time() - self.launched_at)
+        pidfd = os.pidfd_open(self.proc.pid)
+        try:
+            deadline = time.monotonic() + self.record.timeout_sec
+            next_progress = time.monotonic() + 1.0
+            while True:
+                now = time.monotonic()
+                wait = max(0.0, min(deadline, next_progress) - now)
+                ready, _, _ = select.select([pidfd, self._wake_r], [], [], wait)
+                if pidfd in ready:
+                    self.proc.wait()
+                    break
+                if self.cancel_requested.is_set():
+                    self._terminate("cancelled")
+                    break
+                if time.monotonic() >= deadline:
+                    self._terminate("timeout")
+                    break
+                if time.monotonic() >= next_progress:
+                    next_progress += 1.0
+                    self.engine.listener.on_progress(self.record, time.time() - self.launched_at)
+        finally:
+            os.close(pidfd)
         self._kill_everything()  # leftovers: daemons that outlived the main process
-        if not pump.join(timeout=10):
-            self.record.log_tail = pump.tail()
+        pump.finish(timeout=300)
 
     def _terminate(self, reason: str) -> None:
         """Stack dump → SIGTERM to the run's processes → grace → SIGKILL to everything."""

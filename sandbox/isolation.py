@@ -131,7 +131,7 @@ def _bwrap(spec: SandboxSpec, payload: list[str]) -> list[str]:
         args.append("--unshare-net")
     args += ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
              "--tmpfs", "/dev/shm", "--tmpfs", "/tmp"]
-    for hidden in spec.hidden:
+    for hidden in dict.fromkeys(spec.hidden):  # in order, once each
         if hidden.exists():
             args += ["--tmpfs", str(hidden)]
     for path in spec.readonly:

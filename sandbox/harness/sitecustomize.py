@@ -10,7 +10,6 @@ Only the standard library; it must cost nothing measurable for events it does no
 
 import contextlib
 import faulthandler
-import json
 import os
 import signal
 import sys
@@ -47,6 +46,8 @@ def _install() -> None:
         return first or ("", 0)
 
     def emit(record):
+        import json  # lazily: most runs never emit, and json costs a millisecond at start-up
+
         with contextlib.suppress(OSError, ValueError):
             events.write(json.dumps(record) + "\n")
 

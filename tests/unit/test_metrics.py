@@ -1,10 +1,9 @@
 from __future__ import annotations
 
 import os
-import threading
 from pathlib import Path
 
-from labls.sandbox.capture import MAX_LINE, OutputPump
+from labls.sandbox.capture import MAX_LINE, OutputPump, open_log
 from labls.sandbox.metrics import (
     MetricSet,
     merge,
@@ -93,16 +92,19 @@ def test_traceback_and_stack_dump_are_mapped_to_the_workspace() -> None:
 
 
 def test_pump_bounds_long_lines_and_keeps_metrics_after_them(tmp_path: Path) -> None:
-    read_fd, write_fd = os.pipe()
-    pump = OutputPump(read_fd, tmp_path / "log.txt")
+    log = tmp_path / "log.txt"
+    fd = open_log(log)
+    pump = OutputPump(log)
     pump.start()
-    # a 3 MiB line crosses several 1 MiB reads, so it goes through the bounded carry
-    payload = b"a: 1\n" + b"z" * (MAX_LINE * 48) + b"\nb: 2\n" + b"tail without newline c: 3"
-    writer = threading.Thread(target=lambda: (os.write(write_fd, payload), os.close(write_fd)))
-    writer.start()
-    writer.join()
-    assert pump.join(5)
+    # a 12 MiB line, written in 1 MiB pieces while the follower reads, crosses several reads,
+    # so it goes through the bounded carry
+    long_line = b"z" * (MAX_LINE * 192)
+    payload = b"a: 1\n" + long_line + b"\nb: 2\n" + b"tail without newline c: 3"
+    for i in range(0, len(payload), 1 << 20):
+        os.write(fd, payload[i : i + (1 << 20)])
+    os.close(fd)
+    assert pump.finish(5)
     assert pump.parsed.values == {"a": 1.0, "b": 2.0}
-    assert (tmp_path / "log.txt").read_bytes() == payload
+    assert log.read_bytes() == payload
     assert "z [...]\nb: 2" in pump.tail() and pump.tail().endswith("c: 3")
     assert pump.lines_total == 4

@@ -1,0 +1,132 @@
+"""Run-engine costs. Writes bench/out/engine.json.
+
+1. Launch: engine start → exit of a script that does nothing, vs. `python -c pass` directly and
+   inside bwrap alone (the same flags the engine uses, minus labls's bookkeeping).
+2. `labls run` of a 2-second script vs. running it with the interpreter directly.
+3. Output: a script printing 500 MB, (a) to /dev/null, (b) through the engine, (c) through
+   `subprocess.run(capture_output=True)`; wall time and the peak RSS of the capturing process.
+
+    .venv/bin/python bench/bench_engine.py [--mb 500] [--launches 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+PY = sys.executable
+FLOOD = """
+import sys
+block = ("x" * 99 + "\\n") * 10000
+for _ in range({n}):
+    sys.stdout.write(block)
+print("val_bpb: 1.0")
+"""
+
+
+def timed(cmd: list[str], **kw) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, **kw)
+    return time.perf_counter() - t0
+
+
+def median_ms(xs: list[float]) -> float:
+    return statistics.median(xs) * 1e3
+
+
+def launch(ws: Path, n: int) -> dict[str, float]:
+    from labls.sandbox.config import Config
+    from labls.sandbox.engine import Engine, RunRequest
+
+    (ws / "noop.py").write_text("print('ok: 1')\n")
+    engine = Engine(ws, Config(dataset_cache_root=str(ws / "cache")))
+    direct, in_bwrap, via_engine = [], [], []
+    bwrap = [shutil.which("bwrap") or "bwrap", "--die-with-parent", "--unshare-pid",
+             "--unshare-net", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
+             "--tmpfs", "/tmp", "--clearenv", "--", PY, "-c", "pass"]
+    for _ in range(n):
+        direct.append(timed([PY, "-c", "pass"]))
+        in_bwrap.append(timed(bwrap))
+        t0 = time.perf_counter()
+        rec = engine.start(RunRequest("noop.py"))
+        engine.wait(rec.run_id)
+        via_engine.append(time.perf_counter() - t0)
+    engine.close()
+    return {"python_direct_ms": median_ms(direct), "python_in_bwrap_ms": median_ms(in_bwrap),
+            "engine_start_to_record_ms": median_ms(via_engine)}
+
+
+def cli_two_seconds(ws: Path, n: int) -> dict[str, float]:
+    (ws / "two.py").write_text("import time\ntime.sleep(2)\nprint('val_bpb: 1.0')\n")
+    labls = str(Path(PY).with_name("labls"))
+    direct = [timed([PY, "two.py"], cwd=ws, stdout=subprocess.DEVNULL) for _ in range(n)]
+    via = [timed([labls, "run", "two.py"], cwd=ws, stdout=subprocess.DEVNULL,
+                 stderr=subprocess.DEVNULL) for _ in range(n)]
+    return {"direct_s": statistics.median(direct), "labls_run_s": statistics.median(via),
+            "overhead_pct": (statistics.median(via) / statistics.median(direct) - 1) * 100}
+
+
+def _child_peak(code: str, ws: Path) -> tuple[float, float]:
+    """Run `code` in a fresh interpreter; its wall time and its own peak RSS (MiB)."""
+    out = subprocess.run([PY, "-c", code], cwd=ws, capture_output=True, text=True, check=True)
+    wall, rss = out.stdout.strip().splitlines()[-1].split()
+    return float(wall), float(rss)
+
+
+def flood(ws: Path, megabytes: int) -> dict[str, float]:
+    n = megabytes  # each block is 1,000,000 bytes
+    (ws / "flood.py").write_text(FLOOD.format(n=n))
+    rss = "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024"
+    null_code = (f"import subprocess, time, resource\nt=time.perf_counter()\n"
+                 f"subprocess.run([{PY!r}, 'flood.py'], stdout=subprocess.DEVNULL, check=True)\n"
+                 f"print(time.perf_counter()-t, {rss})")
+    engine_code = (f"import time, resource\nfrom pathlib import Path\n"
+                   f"from labls.sandbox.config import Config\n"
+                   f"from labls.sandbox.engine import Engine, RunRequest\n"
+                   f"e = Engine(Path('.'), Config(dataset_cache_root='cache'))\n"
+                   f"t=time.perf_counter()\nr = e.start(RunRequest('flood.py', timeout_sec=600))\n"
+                   f"r = e.wait(r.run_id)\nassert r.state == 'succeeded', r.error\n"
+                   f"print(time.perf_counter()-t, {rss})")
+    capture_code = (f"import subprocess, time, resource\nt=time.perf_counter()\n"
+                    f"subprocess.run([{PY!r}, 'flood.py'], capture_output=True, check=True)\n"
+                    f"print(time.perf_counter()-t, {rss})")
+    results = {}
+    for name, code in (("devnull", null_code), ("engine", engine_code),
+                       ("capture_output", capture_code)):
+        wall, peak = _child_peak(code, ws)
+        results[f"{name}_s"] = wall
+        results[f"{name}_peak_rss_mb"] = peak
+    results["engine_vs_devnull"] = results["engine_s"] / results["devnull_s"]
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--mb", type=int, default=500)
+    parser.add_argument("--launches", type=int, default=20)
+    parser.add_argument("--cli-reps", type=int, default=5)
+    args = parser.parse_args()
+    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with tempfile.TemporaryDirectory(dir=Path.home()) as tmp:
+        ws = Path(tmp)
+        results = {"launch": launch(ws, args.launches),
+                   "cli_2s_script": cli_two_seconds(ws, args.cli_reps),
+                   f"output_{args.mb}mb": flood(ws, args.mb)}
+    del base_rss
+    out = HERE / "out"
+    out.mkdir(exist_ok=True)
+    (out / "engine.json").write_text(json.dumps(results, indent=2))
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
