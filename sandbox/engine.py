@@ -98,6 +98,10 @@ class Engine:
             run = self._active.get(run_id)
         return run.record if run else self.registry.get(run_id)
 
+    def is_active(self, run_id: str) -> bool:
+        with self._lock:
+            return run_id in self._active
+
     def recent(self, limit: int = 50, state: str | None = None) -> list[RunRecord]:
         return self.registry.recent(limit, state)
 
@@ -477,10 +481,10 @@ class _Run:
         tmp.write_text(json.dumps(results, indent=1, default=str))
         os.replace(tmp, self.record.results_path)
         self.engine.registry.save(self.record, getattr(self, "series", None))
-        self.engine._finished(self)
         try:
             self.engine.listener.on_finish(self.record)
         finally:
+            self.engine._finished(self)
             self.done.set()
 
 

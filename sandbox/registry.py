@@ -38,6 +38,12 @@ CREATE TABLE IF NOT EXISTS metric_series (
     run_id TEXT NOT NULL, name TEXT NOT NULL, idx INTEGER NOT NULL, step INTEGER, value REAL,
     PRIMARY KEY (run_id, name, idx)
 );
+CREATE TABLE IF NOT EXISTS ledger (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL, status TEXT NOT NULL, commit_sha TEXT NOT NULL DEFAULT '',
+    metric REAL, memory_gb REAL, description TEXT NOT NULL DEFAULT '',
+    discarded_ref TEXT NOT NULL DEFAULT '', spread REAL, created_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS provenance (
     run_id TEXT PRIMARY KEY, verdict TEXT NOT NULL, reason TEXT NOT NULL, stamps TEXT NOT NULL,
     files_read TEXT NOT NULL
@@ -152,6 +158,39 @@ class Registry:
                 "SELECT step, value FROM metric_series WHERE run_id=? AND name=? ORDER BY idx",
                 (run_id, name)).fetchall()
         return [(r[0], r[1]) for r in rows]
+
+    # --- the experiment ledger (keep / discard / crash) ------------------------------------------
+    def add_ledger(self, entry: dict[str, Any]) -> None:
+        keys = ("run_id", "status", "commit_sha", "metric", "memory_gb", "description",
+                "discarded_ref", "spread", "created_at")
+        with self._lock:
+            self._db.execute(f"INSERT INTO ledger ({', '.join(keys)}) VALUES "
+                             f"({', '.join('?' * len(keys))})", [entry.get(k) for k in keys])
+
+    def ledger(self, limit: int = 1000) -> list[dict[str, Any]]:
+        with self._lock:
+            cur = self._db.execute("SELECT * FROM ledger ORDER BY seq DESC LIMIT ?", (limit,))
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+    def last_kept(self) -> RunRecord | None:
+        with self._lock:
+            row = self._db.execute("SELECT run_id FROM ledger WHERE status='keep' "
+                                   "ORDER BY seq DESC LIMIT 1").fetchone()
+        return self.get(row[0]) if row else None
+
+    def previous_success(self, script: str, before_run: str, metric: str) -> RunRecord | None:
+        """The latest succeeded run of `script` before `before_run` that has `metric`."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT record FROM runs WHERE script=? AND state='succeeded' AND seq < "
+                "(SELECT seq FROM runs WHERE run_id=?) ORDER BY seq DESC LIMIT 50",
+                (script, before_run)).fetchall()
+        for (data,) in rows:
+            record = RunRecord.from_wire(json.loads(data))
+            if metric in record.metrics:
+                return record
+        return None
 
     def close(self) -> None:
         with self._lock:

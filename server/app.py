@@ -16,6 +16,8 @@ from pygls.protocol import LanguageServerProtocol, lsp_method
 if TYPE_CHECKING:
     from labls.sandbox.config import Config, ConfigProblem
 
+    from .runs import RunService
+
 log = logging.getLogger("labls")
 
 # The workDoneToken of the executeCommand request being handled (pygls hands commands only
@@ -48,7 +50,7 @@ class LabServer(LanguageServer):
         self.init_options: Any = None
         self._init_options: Any = None
         self._client_settings: Any = None
-        self.services: Any = None  # the run engine and lab services, built on `initialized`
+        self.runs: RunService | None = None  # built on `initialized`, once the config is known
 
     @property
     def root(self) -> Path:
@@ -73,6 +75,8 @@ class LabServer(LanguageServer):
         self._config, problems = config_model.load(
             self.root, self._init_options, self._client_settings
         )
+        if self.runs is not None:  # new runs use the new settings; running ones keep theirs
+            self.runs.engine.config = self._config
         for problem in problems:
             log.warning("%s", problem)
             self.window_show_message(
@@ -80,13 +84,26 @@ class LabServer(LanguageServer):
             )
         return problems
 
-    # Hooks the run services fill in; see services.py.
     def on_initialized(self) -> None:
+        import asyncio
+
+        from .runs import RunService
+
         log.info("labls initialized for %s", self.root)
+        self.runs = RunService(self, asyncio.get_running_loop())
         threading.Thread(target=_prewarm, name="labls-prewarm", daemon=True).start()
 
+    def require_runs(self) -> RunService:
+        if self.runs is None:
+            from pygls.exceptions import JsonRpcServerNotInitialized
+
+            raise JsonRpcServerNotInitialized("labls: the `initialized` notification has not come")
+        return self.runs
+
     def stop_all_runs(self) -> None:
-        pass
+        """Every run of this server stops (whole process trees) and is recorded `cancelled`."""
+        if self.runs is not None:
+            self.runs.stop_all()
 
 
 def _prewarm() -> None:

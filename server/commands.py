@@ -13,7 +13,7 @@ from typing import Any
 from pygls.exceptions import JsonRpcInvalidParams
 
 from . import params as p
-from .app import LabServer
+from .app import LabServer, current_work_done_token
 
 
 def register(server: LabServer) -> None:
@@ -39,7 +39,13 @@ def register(server: LabServer) -> None:
         prm = p.structure(args, p.PromptRenderParams, "labls.prompt.render")
         user_vars = dict(prm.vars)
         if "runId" in user_vars:  # fill the repair variables from that run's record
-            user_vars.update(await ls.services.repair_vars(user_vars.pop("runId")))
+            from labls.lab.prompting import repair_context
+
+            run_id = user_vars.pop("runId")
+            record = await ls.require_runs().get(str(run_id))
+            if record is None:
+                raise p.invalid("labls.prompt.render", "vars.runId", f"names no run: {run_id!r}")
+            user_vars.update(repair_context(record, ls.root))
         try:
             text, context = render_prompt(ls.config, prm.template, user_vars)
         except PromptError as exc:
@@ -53,6 +59,64 @@ def register(server: LabServer) -> None:
                 "unavailable": [d["name"] for d in context["unavailable"]],
             },
         }
+
+
+    @server.command("labls.run.start")
+    async def run_start(ls: LabServer, *args: Any) -> dict[str, Any]:
+        from labls.sandbox.engine import RunInputError, RunRequest
+
+        prm = p.structure(args, p.RunStartParams, "labls.run.start")
+        runs = ls.require_runs()
+        request = RunRequest(prm.script, prm.args, prm.timeout_sec, prm.gpus, prm.env, prm.label)
+        try:
+            record = await runs.start(request, current_work_done_token.get())
+        except RunInputError as exc:
+            raise JsonRpcInvalidParams(f"labls.run.start: {exc}") from None
+        if prm.wait:
+            return (await runs.wait(record.run_id)).to_wire()
+        return {"runId": record.run_id, "state": record.state}
+
+    @server.command("labls.run.get")
+    async def run_get(ls: LabServer, *args: Any) -> dict[str, Any]:
+        prm = p.structure(args, p.RunIdParams, "labls.run.get")
+        return (await _record(ls, prm.run_id, "labls.run.get")).to_wire()
+
+    @server.command("labls.run.cancel")
+    async def run_cancel(ls: LabServer, *args: Any) -> dict[str, Any]:
+        prm = p.structure(args, p.RunIdParams, "labls.run.cancel")
+        await _record(ls, prm.run_id, "labls.run.cancel")
+        record = await ls.require_runs().cancel(prm.run_id)
+        assert record is not None
+        return record.to_wire()
+
+    @server.command("labls.run.list")
+    async def run_list(ls: LabServer, *args: Any) -> dict[str, Any]:
+        from labls.sandbox.records import STATES
+
+        prm = p.structure(args, p.RunListParams, "labls.run.list")
+        if not 1 <= prm.limit <= 10_000:
+            raise p.invalid("labls.run.list", "limit", f"must be 1..10000, got {prm.limit}")
+        if prm.state is not None and prm.state not in STATES:
+            raise p.invalid("labls.run.list", "state", f"must be one of {sorted(STATES)}")
+        records = await ls.require_runs().recent(prm.limit, prm.state)
+        return {"runs": [r.to_wire() for r in records]}
+
+    @server.command("labls.run.compare")
+    async def run_compare(ls: LabServer, *args: Any) -> dict[str, Any]:
+        prm = p.structure(args, p.RunCompareParams, "labls.run.compare")
+        record = await _record(ls, prm.run_id, "labls.run.compare")
+        if prm.baseline_id is not None:
+            await _record(ls, prm.baseline_id, "labls.run.compare", "baselineId")
+        runs = ls.require_runs()
+        comparison = await asyncio.to_thread(runs.compare, record, prm.baseline_id)
+        return comparison.wire()
+
+
+async def _record(ls: LabServer, run_id: str, command: str, field: str = "runId") -> Any:
+    record = await ls.require_runs().get(run_id)
+    if record is None:
+        raise p.invalid(command, field, f"names no run: {run_id!r}")
+    return record
 
 
 def _dataset_wire(d: Any) -> dict[str, Any]:

@@ -35,6 +35,31 @@ _strict(float, int, float)
 _strict(bool, bool)
 
 
+def _gpus(value: Any, _: Any) -> int | list[int] | None:
+    """`gpus`: how many (an int >= 0) or which (a list of indices)."""
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, list) and all(
+            isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in value):
+        return list(value)
+    raise TypeError(f"expected a GPU count or a list of GPU indices, got {value!r}")
+
+
+_converter.register_structure_hook(int | list[int] | None, _gpus)  # type: ignore[arg-type]
+
+
+def _strings(value: Any, _: Any) -> list[str]:
+    """A list of strings, never a string iterated into characters."""
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise TypeError(f"expected a list of strings, got {value!r}")
+    return list(value)
+
+
+_converter.register_structure_hook_func(lambda t: t == list[str], _strings)
+
+
 def _snake(key: str) -> str:
     return re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", key).lower()
 

@@ -48,3 +48,14 @@ async def command(client: Any, name: str, args: dict[str, Any] | None = None,
             command=name, arguments=[args if args is not None else {}], work_done_token=token
         )
     )
+
+
+def plain(value: Any) -> Any:
+    """pygls hands custom notifications over as nested namedtuples: make them JSON-like."""
+    if hasattr(value, "_asdict"):
+        return {k: plain(v) for k, v in value._asdict().items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    return value

@@ -1,0 +1,56 @@
+"""Compare a run's judged metric with a baseline run's."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from labls.sandbox.records import RunRecord
+
+
+@dataclass
+class Comparison:
+    metric: str
+    goal: str
+    current: float | None
+    baseline: float | None
+    delta: float | None
+    pct: float | None
+    verdict: str  # improvement | regression | noChange | indeterminate
+    current_id: str
+    baseline_id: str | None
+    reason: str = ""
+
+    def wire(self) -> dict[str, Any]:
+        return {"metric": self.metric, "goal": self.goal, "current": self.current,
+                "baseline": self.baseline, "delta": self.delta, "pct": self.pct,
+                "verdict": self.verdict, "runId": self.current_id,
+                "baselineId": self.baseline_id, "reason": self.reason}
+
+
+def compare(current: RunRecord, baseline: RunRecord | None, metric: str, goal: str,
+            min_delta: float = 0.0) -> Comparison:
+    """`delta` is current - baseline; an improvement must beat the baseline by > min_delta."""
+    cur = current.metrics.get(metric) if current.state == "succeeded" else None
+    base = baseline.metrics.get(metric) if baseline is not None else None
+
+    def result(verdict: str, reason: str, delta: float | None = None,
+               pct: float | None = None) -> Comparison:
+        return Comparison(metric, goal, cur, base, delta, pct, verdict, current.run_id,
+                          baseline.run_id if baseline else None, reason)
+
+    if baseline is None:
+        return result("indeterminate", "no baseline run")
+    if current.state != "succeeded":
+        return result("indeterminate", f"run {current.run_id} {current.state}")
+    if cur is None or base is None:
+        missing = current.run_id if cur is None else baseline.run_id
+        return result("indeterminate", f"run {missing} has no `{metric}`")
+    delta = cur - base
+    pct = delta / abs(base) * 100 if base else None
+    gain = -delta if goal == "minimize" else delta
+    if gain > min_delta:
+        return result("improvement", f"{metric} {cur:.6g} vs {base:.6g}", delta, pct)
+    if -gain > min_delta:
+        return result("regression", f"{metric} {cur:.6g} vs {base:.6g}", delta, pct)
+    return result("noChange", f"|Δ| = {abs(delta):.3g} within min_delta {min_delta:g}", delta, pct)

@@ -1,0 +1,115 @@
+"""One pure function: a finished run (and its comparison) → diagnostics per workspace file.
+
+Lines in run records are 1-based as in tracebacks; LSP ranges are 0-based with UTF-16 columns.
+The range covers the line's text without its indentation, measured in UTF-16 code units so that
+tabs and non-ASCII text land where the editor shows them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from lsprotocol import types
+
+from labls.lab.compare import Comparison
+from labls.sandbox.records import RunRecord
+
+SOURCE = "labls"
+Lines = Callable[[str], list[str] | None]  # workspace-relative path → its lines, or None
+
+ERROR_CODES = {"exception": "exception", "timeout": "timeout", "network": "network",
+               "nan": "nan", "datasetMissing": "dataset-missing", "noMetrics": "no-metrics",
+               "oom": "oom", "refused": "refused", "internal": "internal"}
+HINTS = {
+    "network": "runs have no network: load data from the dataset cache root instead",
+    "datasetMissing": "the dataset is not in the cache root: stage it there; never substitute "
+                      "synthetic data",
+    "timeout": "the run was killed at the end of its budget here",
+    "nan": "the judged metric is not a finite number: the run diverged",
+}
+
+
+def utf16_len(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+def line_range(lines: list[str] | None, line: int | None) -> types.Range:
+    """The 0-based range of 1-based `line`, without leading whitespace; line 0 if unknown."""
+    index = max(0, (line or 1) - 1)
+    if lines is None or index >= len(lines):
+        return types.Range(types.Position(index, 0), types.Position(index, 0))
+    text = lines[index].rstrip("\r\n")
+    indent = len(text) - len(text.lstrip())
+    return types.Range(types.Position(index, utf16_len(text[:indent])),
+                       types.Position(index, utf16_len(text)))
+
+
+def _find_line(lines: list[str] | None, needle: str) -> int | None:
+    for i, text in enumerate(lines or []):
+        if needle in text:
+            return i + 1
+    return None
+
+
+def build(record: RunRecord, comparison: Comparison | None, read_lines: Lines,
+          workspace: Path) -> dict[str, list[types.Diagnostic]]:
+    """Diagnostics by workspace-relative path."""
+    out: dict[str, list[types.Diagnostic]] = {}
+    script_lines = read_lines(record.script)
+
+    def add(path: str, line: int | None, code: str, message: str,
+            severity: types.DiagnosticSeverity, data: dict[str, Any] | None = None,
+            related: list[types.DiagnosticRelatedInformation] | None = None) -> None:
+        lines = script_lines if path == record.script else read_lines(path)
+        out.setdefault(path, []).append(types.Diagnostic(
+            range=line_range(lines, line), message=message, severity=severity, code=code,
+            source=SOURCE, data={"runId": record.run_id, **(data or {})},
+            related_information=related or None))
+
+    error = record.error
+    if error and error["kind"] in ERROR_CODES and error["kind"] != "cancelled":
+        path = error.get("file") or record.script
+        if read_lines(path) is None:  # not a workspace file: put it on the script
+            path = record.script
+        hint = HINTS.get(error["kind"])
+        message = error["message"] + (f"\n{hint}" if hint else "")
+        related = [
+            types.DiagnosticRelatedInformation(
+                location=types.Location(uri=(workspace / f["file"]).as_uri(),
+                                        range=line_range(read_lines(f["file"]), f["line"])),
+                message=f"{f['function']} (frame {i + 1} of {len(record.traceback)})")
+            for i, f in enumerate(record.traceback)
+            if f["workspace"] and (f["file"], f["line"]) != (error.get("file"), error.get("line"))
+        ]
+        add(path, error.get("line"), ERROR_CODES[error["kind"]], message,
+            types.DiagnosticSeverity.Error, {"error": error}, related)
+
+    prov = record.provenance or {}
+    if prov.get("code") and record.state in ("succeeded", "failed") and (
+            not error or error["kind"] not in ("datasetMissing", "network")):
+        line = _find_line(script_lines, "DATASET_USED")
+        add(record.script, line, prov["code"], f"dataset provenance {prov['verdict']}: "
+            f"{prov['reason']}", types.DiagnosticSeverity.Warning, {"provenance": prov})
+
+    if record.metrics:
+        judged = comparison.metric if comparison else ""
+        shown = sorted(record.metrics.items(), key=lambda kv: (kv[0] != judged, kv[0]))[:6]
+        summary = ", ".join(f"{k} = {v:.6g}" for k, v in shown)
+        more = len(record.metrics) - len(shown)
+        add(record.script, None, "metrics",
+            f"run {record.run_id} {record.state} in {record.duration_sec or 0:.1f} s: {summary}"
+            + (f" (+{more} more)" if more > 0 else "") + f" [from {record.metrics_source}]",
+            types.DiagnosticSeverity.Information,
+            {"metrics": record.metrics, "metricsSource": record.metrics_source})
+
+    if comparison and comparison.verdict in ("improvement", "regression"):
+        pct = f" ({comparison.pct:+.2f} %)" if comparison.pct is not None else ""
+        add(record.script, None, comparison.verdict,
+            f"{comparison.verdict}: {comparison.metric} {comparison.current:.6g} vs baseline "
+            f"{comparison.baseline:.6g} (run {comparison.baseline_id}), Δ "
+            f"{comparison.delta:+.6g}{pct}",
+            types.DiagnosticSeverity.Warning if comparison.verdict == "regression"
+            else types.DiagnosticSeverity.Information, {"comparison": comparison.wire()})
+    return out
