@@ -47,7 +47,7 @@ def _gpus(value: Any, _: Any) -> int | list[int] | None:
     raise TypeError(f"expected a GPU count or a list of GPU indices, got {value!r}")
 
 
-_converter.register_structure_hook(int | list[int] | None, _gpus)  # type: ignore[arg-type]
+_converter.register_structure_hook(int | list[int] | None, _gpus)
 
 
 def _strings(value: Any, _: Any) -> list[str]:
