@@ -7,6 +7,7 @@ every notification it receives so the caller can inspect diagnostics and progres
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -146,6 +147,16 @@ class LspClient:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+            self.proc.wait()
+        self.release()
+
+    def release(self) -> None:
+        """Close our ends of the pipes once the server has exited."""
+        self._reader.join(timeout=5)
+        for stream in (self.proc.stdin, self.proc.stdout):
+            if stream is not None and not stream.closed:
+                with contextlib.suppress(OSError):
+                    stream.close()
 
     def __enter__(self) -> LspClient:
         return self

@@ -47,10 +47,10 @@ def lab(tmp_path: Path):
             return self.engine
 
         def run(self, source: str, timeout: float = 30, name: str = "exp.py",
-                **run_cfg: object) -> RunRecord:
+                args: list[str] | None = None, **run_cfg: object) -> RunRecord:
             (workspace / name).write_text(textwrap.dedent(source))
             engine = self.configure(**run_cfg) if run_cfg or self.engine is None else self.engine
-            started = engine.start(RunRequest(name, timeout_sec=timeout))
+            started = engine.start(RunRequest(name, args or [], timeout_sec=timeout))
             final = engine.wait(started.run_id, timeout + 30)
             assert final is not None and final.final, final
             return final
@@ -187,22 +187,40 @@ def test_allow_listed_env_passes(lab, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _alive(pattern: str) -> list[str]:
+    """Pids whose command line holds `pattern` (pass markers as real arguments, not via
+    `sys.argv.append`, which never reaches /proc/<pid>/cmdline)."""
     out = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True)
     return out.stdout.split()
 
 
+def _watch(marker: str, seen: list[bool], stop: threading.Event) -> None:
+    """Record whether a process with `marker` was ever alive (the positive control)."""
+    while not stop.is_set():
+        if _alive(marker):
+            seen.append(True)
+            return
+        time.sleep(0.02)
+
+
 def test_sigterm_ignoring_loop_is_killed_at_the_line_it_was_running(lab) -> None:
     marker = f"labls-stubborn-{os.getpid()}"
-    record = lab.run(f"""
+    seen: list[bool] = []
+    stop = threading.Event()
+    watcher = threading.Thread(target=_watch, args=(marker, seen, stop))
+    watcher.start()
+    record = lab.run("""
         import signal, sys, time
-        sys.argv.append("{marker}")
+
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         print("val_bpb: 3.0")
         def spin():
             while True:
                 time.sleep(0.01)
         spin()
-    """, timeout=1.5)
+    """, timeout=1.5, args=[marker])
+    stop.set()
+    watcher.join()
+    assert seen, "the stubborn process was never seen alive: the check below would prove nothing"
     assert record.state == "timedOut"
     assert record.error is not None and record.error["kind"] == "timeout"
     assert record.error["file"] == "exp.py" and record.error["line"] == 8
@@ -213,17 +231,22 @@ def test_sigterm_ignoring_loop_is_killed_at_the_line_it_was_running(lab) -> None
 
 def test_double_forked_daemon_does_not_survive(lab) -> None:
     marker = f"labls-daemon-{os.getpid()}"
-    record = lab.run(f"""
-        import os, time, subprocess, sys
+    record = lab.run("""
+        import os, subprocess, sys, time
         if os.fork() == 0:
             os.setsid()
             if os.fork() == 0:
-                os.execvp("sleep", ["sleep", "300", "{marker}"])
+                os.execv(sys.executable, [sys.executable, "-c", "import time; time.sleep(300)",
+                                          sys.argv[1]])
             os._exit(0)
-        time.sleep(0.3)
-        print("parent_done: 1")
-    """)
+        for _ in range(200):  # wait until the daemon really runs
+            if subprocess.run(["pgrep", "-f", sys.argv[1]], capture_output=True).stdout:
+                print("daemon_seen: 1")
+                break
+            time.sleep(0.02)
+    """, args=[marker])
     assert record.state == "succeeded"
+    assert record.metrics["daemon_seen"] == 1  # the positive control
     time.sleep(0.2)
     assert not _alive(marker)
 
@@ -365,21 +388,22 @@ def test_runs_queue_for_a_slot_and_have_their_own_folders(lab) -> None:
 def test_crash_of_the_engine_leaves_run_interrupted(lab, tmp_path: Path) -> None:
     (lab.ws / "quick.py").write_text("print('val_bpb: 1.0')\n")
     marker = f"labls-orphan-{os.getpid()}"
-    (lab.ws / "long.py").write_text(
-        f"import time, sys\nsys.argv.append('{marker}')\nprint('a: 1', flush=True)\n"
-        "time.sleep(120)\n")
+    (lab.ws / "long.py").write_text("import time\nprint('a: 1', flush=True)\ntime.sleep(120)\n")
     (lab.ws / "labls.toml").write_text(f'dataset_cache_root = "{lab.root}"\n')
     cli = [sys.executable, "-m", "labls.server.cli", "run"]
     assert subprocess.run([*cli, "quick.py"], cwd=lab.ws, capture_output=True).returncode == 0
     err_log = tmp_path / "cli-stderr.txt"
     with open(err_log, "wb") as err:
-        proc = subprocess.Popen([*cli, "long.py"], cwd=lab.ws, stdout=subprocess.DEVNULL,
-                                stderr=err)
+        proc = subprocess.Popen([*cli, "long.py", marker], cwd=lab.ws,
+                                stdout=subprocess.DEVNULL, stderr=err)
     registry = Registry(lab.ws / ".labls" / "labls.db")
     deadline = time.monotonic() + 20
     while not registry.recent(1, "running") and time.monotonic() < deadline:
         time.sleep(0.05)
     assert registry.recent(1, "running"), err_log.read_text()
+    while not _alive(marker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _alive(marker), "the run never started: the check below would prove nothing"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     registry.close()
