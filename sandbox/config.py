@@ -52,6 +52,7 @@ class DatasetDecl:
 
 @dataclass
 class LoopConfig:
+    script: str = "train.py"
     model: str = "openai/gpt-4o-mini"
     repair_attempts: int = 2
     baseline_repeats: int = 1
@@ -168,6 +169,7 @@ VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "metric.name": _non_empty_str,
     "metric.goal": _choice("minimize", "maximize"),
     "metric.min_delta": _non_negative_number,
+    "loop.script": _non_empty_str,
     "loop.model": _non_empty_str,
     "loop.repair_attempts": _non_negative_int,
     "loop.baseline_repeats": _non_negative_int,

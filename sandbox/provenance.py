@@ -82,7 +82,9 @@ def verdict(stamps: list[str], opened: list[str], scan: CacheScan,
 
 # --- tracebacks ----------------------------------------------------------------------------------
 
-FRAME = re.compile(r'^\s*File "(?P<file>[^"]+)", line (?P<line>\d+)(?:, in | in )(?P<func>.*)$')
+FRAME = re.compile(
+    r'^\s*File "(?P<file>[^"]+)", line (?P<line>\d+)(?:(?:, in | in )(?P<func>.*))?$')
+EXCEPTION_LINE = re.compile(r"^[\w.]*(?:Error|Exception|Exit|Interrupt|Warning)\b.*$")
 
 
 @dataclass
@@ -105,7 +107,7 @@ def _frame(m: re.Match[str], work_dir: Path) -> Frame:
         rel = file[len(prefix):]
     elif not os.path.isabs(file) and not file.startswith("<"):
         rel = file
-    return Frame(file, int(m.group("line")), m.group("func").strip(), rel)
+    return Frame(file, int(m.group("line")), (m.group("func") or "").strip(), rel)
 
 
 def parse_traceback(text: str, work_dir: Path) -> tuple[list[Frame], str] | None:
@@ -114,7 +116,7 @@ def parse_traceback(text: str, work_dir: Path) -> tuple[list[Frame], str] | None
     start = max((i for i, ln in enumerate(lines) if ln.startswith("Traceback (most recent call")),
                 default=None)
     if start is None:
-        return None
+        return _parse_syntax_error(lines, work_dir)
     frames: list[Frame] = []
     exception = ""
     for ln in lines[start + 1 :]:
@@ -126,6 +128,17 @@ def parse_traceback(text: str, work_dir: Path) -> tuple[list[Frame], str] | None
             exception = ln.strip()
             break
     return frames, exception
+
+
+def _parse_syntax_error(lines: list[str], work_dir: Path) -> tuple[list[Frame], str] | None:
+    """A SyntaxError at start-up prints `File "x", line N` and the error, with no header."""
+    for i in range(len(lines) - 1, -1, -1):
+        if EXCEPTION_LINE.match(lines[i]):
+            for j in range(i - 1, max(-1, i - 6), -1):
+                if m := FRAME.match(lines[j]):
+                    return [_frame(m, work_dir)], lines[i].strip()
+            return None
+    return None
 
 
 def parse_stack_dump(text: str, work_dir: Path) -> list[Frame]:

@@ -42,7 +42,8 @@ CREATE TABLE IF NOT EXISTS ledger (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     run_id TEXT NOT NULL, status TEXT NOT NULL, commit_sha TEXT NOT NULL DEFAULT '',
     metric REAL, memory_gb REAL, description TEXT NOT NULL DEFAULT '',
-    discarded_ref TEXT NOT NULL DEFAULT '', spread REAL, created_at REAL NOT NULL
+    discarded_ref TEXT NOT NULL DEFAULT '', spread REAL, diff TEXT NOT NULL DEFAULT '',
+    created_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS provenance (
     run_id TEXT PRIMARY KEY, verdict TEXT NOT NULL, reason TEXT NOT NULL, stamps TEXT NOT NULL,
@@ -162,7 +163,8 @@ class Registry:
     # --- the experiment ledger (keep / discard / crash) ------------------------------------------
     def add_ledger(self, entry: dict[str, Any]) -> None:
         keys = ("run_id", "status", "commit_sha", "metric", "memory_gb", "description",
-                "discarded_ref", "spread", "created_at")
+                "discarded_ref", "spread", "diff", "created_at")
+        entry = {"commit_sha": "", "description": "", "discarded_ref": "", "diff": "", **entry}
         with self._lock:
             self._db.execute(f"INSERT INTO ledger ({', '.join(keys)}) VALUES "
                              f"({', '.join('?' * len(keys))})", [entry.get(k) for k in keys])

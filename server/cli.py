@@ -34,6 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("run_id")
     show.add_argument("--json", action="store_true", help="the whole record as JSON")
 
+    history = sub.add_parser("history", help="the experiment ledger (keep / discard / crash)")
+    history.add_argument("--tsv", action="store_true", help="as autoresearch's results.tsv")
+    history.add_argument("--limit", type=int, default=50)
+
     ds = sub.add_parser("datasets", help="list or stage datasets in the cache root")
     ds_sub = ds.add_subparsers(dest="datasets_verb", required=True)
     ds_list = ds_sub.add_parser("list", help="what the cache root holds")
@@ -52,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve(log_file=args.log_file, verbose=args.verbose)
     if args.verb == "datasets":
         return _datasets(args)
-    if args.verb in ("run", "runs", "show"):
+    if args.verb in ("run", "runs", "show", "history"):
         from . import cli_runs
 
         return int(getattr(cli_runs, args.verb)(args))

@@ -103,3 +103,23 @@ def show(args: Any) -> int:
         return 2
     sys.stdout.write(json.dumps(record.to_wire(), indent=2) if args.json else summary(record))
     return 0
+
+
+def history(args: Any) -> int:
+    from labls.lab.experiment import results_tsv
+    from labls.sandbox.registry import Registry
+
+    cfg, _ = config.load(Path.cwd())
+    ledger = Registry(cfg.state_path(Path.cwd()) / "labls.db").ledger(args.limit)
+    if args.tsv:
+        sys.stdout.write(results_tsv(ledger))
+        return 0
+    sys.stdout.write(f"{'when':<9} {'status':<8} {'commit':<8} {cfg.metric.name:>12}  "
+                     f"{'run':<23} description\n")
+    for e in ledger:
+        metric = "-" if e["metric"] is None else f"{e['metric']:.6g}"
+        when = time.strftime("%H:%M:%S", time.localtime(e["created_at"]))
+        ref = f"  [{e['discarded_ref']}]" if e["discarded_ref"] else ""
+        sys.stdout.write(f"{when:<9} {e['status']:<8} {e['commit_sha'][:7]:<8} {metric:>12}  "
+                         f"{e['run_id']:<23} {e['description']}{ref}\n")
+    return 0

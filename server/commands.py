@@ -12,6 +12,7 @@ from typing import Any
 
 from pygls.exceptions import JsonRpcInvalidParams
 
+from . import edits
 from . import params as p
 from .app import LabServer, current_work_done_token
 
@@ -110,6 +111,35 @@ def register(server: LabServer) -> None:
         runs = ls.require_runs()
         comparison = await asyncio.to_thread(runs.compare, record, prm.baseline_id)
         return comparison.wire()
+
+
+    @server.command("labls.edit.apply")
+    async def edit_apply(ls: LabServer, *args: Any) -> dict[str, Any]:
+        from labls.lab.edits import EditError, plan_edit
+
+        prm = p.structure(args, p.EditApplyParams, "labls.edit.apply")
+        try:
+            plan = await asyncio.to_thread(plan_edit, ls.root, prm.format, prm.text, prm.path,
+                                           prm.edit)
+        except EditError as exc:
+            raise JsonRpcInvalidParams(f"labls.edit.apply: {exc}") from None
+        return await edits.apply(ls, plan, prm.dry_run)
+
+    @server.command("labls.experiment.step")
+    async def experiment_step(ls: LabServer, *args: Any) -> dict[str, Any]:
+        from labls.lab.experiment import StepRefused
+
+        prm = p.structure(args, p.ExperimentStepParams, "labls.experiment.step")
+        if "format" not in prm.edit:
+            raise p.invalid("labls.experiment.step", "edit.format", "is required")
+        script = prm.script or ls.config.loop.script
+        try:
+            result = await ls.require_runs().step(prm.hypothesis, prm.edit, script,
+                                                  prm.timeout_sec, prm.args)
+        except StepRefused as exc:
+            return {"ok": False, "verdict": "crash", "reason": str(exc), "run": None,
+                    "baseline": None, "delta": None, "commit": None, "discardedRef": None}
+        return {"ok": True, **result.wire()}
 
 
 async def _record(ls: LabServer, run_id: str, command: str, field: str = "runId") -> Any:

@@ -36,6 +36,7 @@ class RunService(RunListener):
         self._publishing: set[str] = set()  # finished by the engine, diagnostics not yet sent
         self._published: dict[str, dict[str, list[types.Diagnostic]]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._step_lock = asyncio.Lock()
         if self.engine.registry.interrupted:
             log.info("runs interrupted by an earlier stop: %s", self.engine.registry.interrupted)
 
@@ -86,6 +87,21 @@ class RunService(RunListener):
         metric = self.ls.config.metric
         baseline = self.baseline_for(record, baseline_id)
         return compare(record, baseline, metric.name, metric.goal, metric.min_delta)
+
+    async def step(self, hypothesis: str, edit: dict[str, Any], script: str,
+                   timeout_sec: float | None, args: list[str]) -> Any:
+        """One experiment step; steps never overlap (they share the git working tree)."""
+        from labls.lab.experiment import Experiment
+
+        def wait(run_id: str) -> RunRecord:
+            record = self.engine.wait(run_id)
+            assert record is not None
+            return record
+
+        async with self._step_lock:
+            experiment = Experiment(self.engine, self.ls.config, wait)
+            return await asyncio.to_thread(experiment.step, hypothesis, edit, script,
+                                           timeout_sec, args)
 
     def stop_all(self) -> None:
         self.engine.stop_all(timeout=5.0)

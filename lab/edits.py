@@ -1,0 +1,364 @@
+"""Edits as data: plan every change in memory, then write all or nothing.
+
+Formats, keyed by a string as aider does: `searchReplace` (aider's SEARCH/REPLACE blocks, several
+files per reply), `udiff` (checked and applied by `git apply` in a scratch copy, so a hunk whose
+context does not match is refused, never misapplied), `whole` (a file's new text) and
+`workspaceEdit` (an LSP WorkspaceEdit). A block that does not apply is data for the agent: the
+file, the block, the reason and the nearest lines, so it can retry.
+
+Paths are confined to the workspace: no absolute paths, no `..`, no symlink leading out.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+FORMATS = ("searchReplace", "udiff", "whole", "workspaceEdit")
+
+
+class EditError(ValueError):
+    """The edit request itself is malformed (unknown format, missing text or path)."""
+
+
+@dataclass
+class Failure:
+    path: str
+    block: str
+    reason: str
+    nearest: str = ""
+
+    def wire(self) -> dict[str, str]:
+        return {"path": self.path, "block": self.block, "reason": self.reason,
+                "nearest": self.nearest}
+
+
+@dataclass
+class EditPlan:
+    """New contents by workspace-relative path (None: the file is new)."""
+
+    workspace: Path
+    old: dict[str, str | None] = field(default_factory=dict)
+    new: dict[str, str] = field(default_factory=dict)
+    failures: list[Failure] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures and bool(self.new)
+
+    def files(self) -> list[dict[str, Any]]:
+        return [{"path": p, "hunks": count_hunks(self.old.get(p) or "", text),
+                 "created": self.old.get(p) is None, "diff": unified(p, self.old.get(p), text)}
+                for p, text in self.new.items()]
+
+    def current(self, rel: str) -> str | None:
+        """The file's text as this plan has it so far (earlier blocks already applied)."""
+        if rel in self.new:
+            return self.new[rel]
+        if rel not in self.old:
+            path = self.workspace / rel
+            self.old[rel] = path.read_text(encoding="utf-8") if path.is_file() else None
+        return self.old[rel]
+
+
+def confine(workspace: Path, rel: str) -> str:
+    """The workspace-relative form of `rel`, or EditError if it leads outside."""
+    raw = Path(rel.strip())
+    if not rel.strip() or raw.is_absolute() or ".." in raw.parts:
+        raise EditError(f"path {rel!r} must be relative to the workspace, without '..'")
+    root = workspace.resolve()
+    target = (root / raw).resolve()
+    if not target.is_relative_to(root):
+        raise EditError(f"path {rel!r} leads outside the workspace (through a symlink)")
+    if ".git" in raw.parts:
+        raise EditError(f"path {rel!r} is inside .git")
+    return str(raw)
+
+
+def count_hunks(old: str, new: str) -> int:
+    matcher = difflib.SequenceMatcher(None, old.splitlines(), new.splitlines(), autojunk=False)
+    return sum(1 for group in matcher.get_grouped_opcodes(0))
+
+
+def unified(path: str, old: str | None, new: str) -> str:
+    return "".join(difflib.unified_diff(
+        (old or "").splitlines(keepends=True), new.splitlines(keepends=True),
+        fromfile=f"a/{path}" if old is not None else "/dev/null", tofile=f"b/{path}"))
+
+
+def plan_edit(workspace: Path, fmt: str, text: str | None = None, path: str | None = None,
+              edit: dict[str, Any] | None = None) -> EditPlan:
+    plan = EditPlan(workspace)
+    if fmt == "searchReplace":
+        _require(text, "text", fmt)
+        _plan_search_replace(plan, text or "")
+    elif fmt == "whole":
+        _require(text, "text", fmt)
+        _require(path, "path", fmt)
+        rel = confine(workspace, path or "")
+        plan.current(rel)
+        plan.new[rel] = text or ""
+    elif fmt == "udiff":
+        _require(text, "text", fmt)
+        _plan_udiff(plan, text or "")
+    elif fmt == "workspaceEdit":
+        if not isinstance(edit, dict):
+            raise EditError("format workspaceEdit needs `edit`, an LSP WorkspaceEdit object")
+        _plan_workspace_edit(plan, edit)
+    else:
+        raise EditError(f"unknown format {fmt!r}; one of {', '.join(FORMATS)}")
+    if not plan.new and not plan.failures:
+        plan.failures.append(Failure("", (text or "")[:500], "the edit changes nothing"))
+    return plan
+
+
+def _require(value: Any, name: str, fmt: str) -> None:
+    if value is None:
+        raise EditError(f"format {fmt} needs `{name}`")
+
+
+# --- SEARCH/REPLACE ------------------------------------------------------------------------------
+
+BLOCK = re.compile(
+    r"^(?P<path>[^\n]*?)\n(?:```[^\n]*\n)?<{5,9} SEARCH[^\n]*\n(?P<search>.*?)^={5,9}[ \t]*\n"
+    r"(?P<replace>.*?)^>{5,9} REPLACE[^\n]*$", re.DOTALL | re.MULTILINE)
+
+
+def parse_blocks(text: str) -> list[tuple[str, str, str]]:
+    """(path, search, replace) for every block; the path is the line before the block (or the
+    line before its fence), as aider writes them."""
+    blocks = []
+    last_path = ""
+    for m in BLOCK.finditer(text):
+        path = m.group("path").strip().strip("`*: ").strip()
+        if path.startswith("```"):
+            path = ""
+        path = path or last_path
+        last_path = path
+        blocks.append((path, m.group("search"), m.group("replace")))
+    return blocks
+
+
+def _plan_search_replace(plan: EditPlan, text: str) -> None:
+    blocks = parse_blocks(text)
+    if not blocks:
+        plan.failures.append(Failure("", text[:500], "no SEARCH/REPLACE block found: expected "
+                                     "`path`, `<<<<<<< SEARCH`, old lines, `=======`, new "
+                                     "lines, `>>>>>>> REPLACE`"))
+        return
+    for path, search, replace in blocks:
+        block = f"{path}\n<<<<<<< SEARCH\n{search}=======\n{replace}>>>>>>> REPLACE"
+        try:
+            rel = confine(plan.workspace, path)
+        except EditError as exc:
+            plan.failures.append(Failure(path, block, str(exc)))
+            continue
+        current = plan.current(rel)
+        if current is None:
+            if search.strip():
+                plan.failures.append(Failure(rel, block, "file does not exist"))
+            else:
+                plan.new[rel] = replace  # an empty SEARCH creates the file
+            continue
+        if not search.strip():
+            plan.new[rel] = current + replace
+            continue
+        updated = replace_chunk(current, search, replace)
+        if updated is None:
+            plan.failures.append(Failure(rel, block, "SEARCH does not match the file exactly"
+                                         + ("" if aider_available() else
+                                            " (install labls[aider] for whitespace tolerance)"),
+                                         nearest_lines(current, search)))
+        else:
+            plan.new[rel] = updated
+
+
+def aider_available() -> bool:
+    try:
+        import importlib.util
+
+        return importlib.util.find_spec("aider") is not None
+    except ValueError:
+        return False
+
+
+def replace_chunk(whole: str, search: str, replace: str) -> str | None:
+    """Exact match first; then aider's matcher (indentation shifts, `...` elisions)."""
+    if whole.count(search) == 1:
+        return whole.replace(search, replace, 1)
+    if whole.count(search) > 1:
+        return None  # ambiguous: refuse rather than guess
+    if aider_available():
+        from aider.coders.editblock_coder import replace_most_similar_chunk
+
+        result = replace_most_similar_chunk(whole, search, replace)
+        return result if result else None
+    return None
+
+
+def nearest_lines(whole: str, search: str, context: int = 2) -> str:
+    """The window of the file most similar to `search`, with line numbers."""
+    lines = whole.splitlines()
+    wanted = search.splitlines() or [""]
+    size = len(wanted)
+    best, best_at = -1.0, 0
+    for start in range(max(1, len(lines) - size + 1)):
+        window = lines[start : start + size]
+        score = difflib.SequenceMatcher(None, "\n".join(window), "\n".join(wanted)).ratio()
+        if score > best:
+            best, best_at = score, start
+    lo, hi = max(0, best_at - context), min(len(lines), best_at + size + context)
+    return "\n".join(f"{n + 1:5d}  {lines[n]}" for n in range(lo, hi))
+
+
+# --- unified diffs -------------------------------------------------------------------------------
+
+DIFF_PATH = re.compile(r"^(?:---|\+\+\+) (?:[ab]/)?(?P<path>[^\t\n]+)", re.MULTILINE)
+
+
+def _plan_udiff(plan: EditPlan, text: str) -> None:
+    paths = sorted({m.group("path").strip() for m in DIFF_PATH.finditer(text)} - {"/dev/null"})
+    if not paths:
+        plan.failures.append(Failure("", text[:500], "no `---`/`+++` file headers found"))
+        return
+    try:
+        rels = [confine(plan.workspace, p) for p in paths]
+    except EditError as exc:
+        plan.failures.append(Failure("", text[:500], str(exc)))
+        return
+    with tempfile.TemporaryDirectory(prefix="labls-udiff-") as tmp:
+        scratch = Path(tmp)
+        for rel in rels:
+            src = plan.workspace / rel
+            if src.is_file():
+                (scratch / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, scratch / rel)
+        patch = scratch / ".labls.patch"
+        patch.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
+        strip = "-p1" if re.search(r"^--- (a/|/dev/null)", text, re.MULTILINE) else "-p0"
+        check = _git_apply(scratch, ["--check", "--verbose", strip, str(patch)])
+        if check.returncode != 0:
+            reason = check.stderr.strip() or "git apply --check refused the diff"
+            path = rels[0]
+            m = re.search(r"patch failed: ([^:]+):(\d+)", reason)
+            near = ""
+            if m:
+                path = m.group(1)
+                current = plan.current(path) or ""
+                line = int(m.group(2))
+                lines = current.splitlines()
+                near = "\n".join(f"{n + 1:5d}  {lines[n]}" for n in
+                                 range(max(0, line - 3), min(len(lines), line + 5)))
+            plan.failures.append(Failure(path, text[:2000], reason, near))
+            return
+        done = _git_apply(scratch, [strip, str(patch)])
+        if done.returncode != 0:
+            plan.failures.append(Failure(rels[0], text[:2000], done.stderr.strip()))
+            return
+        for rel in rels:
+            plan.current(rel)
+            target = scratch / rel
+            if target.is_file():
+                plan.new[rel] = target.read_text(encoding="utf-8")
+
+
+def _git_apply(cwd: Path, args: list[str]) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "GIT_DIR": str(cwd / ".no-git")}  # plain patch mode, never a repo
+    return subprocess.run(["git", "apply", "--whitespace=nowarn", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, check=False)
+
+
+# --- LSP WorkspaceEdit ---------------------------------------------------------------------------
+
+
+def _plan_workspace_edit(plan: EditPlan, edit: dict[str, Any]) -> None:
+    changes: list[tuple[str, list[dict[str, Any]]]] = []
+    for uri, edits in (edit.get("changes") or {}).items():
+        changes.append((uri, edits))
+    for doc_edit in edit.get("documentChanges") or []:
+        if "textDocument" not in doc_edit:
+            plan.failures.append(Failure("", str(doc_edit)[:500],
+                                         "only TextDocumentEdit entries are supported"))
+            return
+        changes.append((doc_edit["textDocument"]["uri"], doc_edit.get("edits", [])))
+    for uri, edits in changes:
+        if not uri.startswith("file://"):
+            plan.failures.append(Failure(uri, "", "only file:// URIs are supported"))
+            continue
+        from urllib.parse import unquote, urlparse
+
+        absolute = Path(unquote(urlparse(uri).path))
+        try:
+            rel = confine(plan.workspace, os.path.relpath(absolute, plan.workspace.resolve()))
+        except EditError as exc:
+            plan.failures.append(Failure(uri, "", str(exc)))
+            continue
+        current = plan.current(rel) or ""
+        try:
+            plan.new[rel] = apply_text_edits(current, edits)
+        except (KeyError, TypeError, ValueError) as exc:
+            plan.failures.append(Failure(rel, str(edits)[:500], f"bad TextEdit: {exc}"))
+
+
+def apply_text_edits(text: str, edits: list[dict[str, Any]]) -> str:
+    """Apply LSP TextEdits (UTF-16 positions) from last to first, so offsets stay valid."""
+    lines = text.splitlines(keepends=True)
+
+    def offset(pos: dict[str, int]) -> int:
+        line, character = int(pos["line"]), int(pos["character"])
+        if line >= len(lines):
+            return len(text)
+        before = sum(len(x) for x in lines[:line])
+        units = lines[line].encode("utf-16-le")[: character * 2].decode("utf-16-le", "ignore")
+        return before + len(units)
+
+    spans = sorted(((offset(e["range"]["start"]), offset(e["range"]["end"]), e["newText"])
+                    for e in edits), reverse=True)
+    for start, end, new in spans:
+        if end < start:
+            raise ValueError("range end before start")
+        text = text[:start] + new + text[end:]
+    return text
+
+
+# --- writing ---------------------------------------------------------------------------------
+
+
+def write_atomically(plan: EditPlan) -> None:
+    """Every file to a temp beside it, then every rename: no half-written file is ever seen."""
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for rel, text in plan.new.items():
+            target = plan.workspace / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".labls",
+                                        dir=target.parent)
+            with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+                f.write(text)
+            if target.exists():
+                shutil.copymode(target, name)
+            staged.append((Path(name), target))
+    except BaseException:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+        raise
+    for tmp, target in staged:
+        os.replace(tmp, target)
+
+
+def restore(plan: EditPlan) -> None:
+    """Undo `plan`: old contents back, files it created removed."""
+    for rel in plan.new:
+        old = plan.old.get(rel)
+        target = plan.workspace / rel
+        if old is None:
+            target.unlink(missing_ok=True)
+        else:
+            target.write_text(old, encoding="utf-8")

@@ -1,0 +1,66 @@
+"""Apply an edit plan through the editor when it can (`workspace/applyEdit`, so open buffers
+stay right), else atomically on disk."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from lsprotocol import types
+
+from labls.lab.edits import EditPlan, write_atomically
+
+from .diagnostics import utf16_len
+
+if TYPE_CHECKING:
+    from .app import LabServer
+
+
+def _whole_range(old: str) -> types.Range:
+    lines = old.split("\n")
+    return types.Range(types.Position(0, 0),
+                       types.Position(len(lines) - 1, utf16_len(lines[-1])))
+
+
+def workspace_edit(ls: LabServer, plan: EditPlan) -> types.WorkspaceEdit:
+    changes: list[Any] = []
+    for rel, text in plan.new.items():
+        uri = (ls.root / rel).as_uri()
+        old = plan.old.get(rel)
+        if old is None:
+            changes.append(types.CreateFile(uri=uri, options=types.CreateFileOptions(
+                overwrite=False, ignore_if_exists=True)))
+            old = ""
+        changes.append(types.TextDocumentEdit(
+            text_document=types.OptionalVersionedTextDocumentIdentifier(uri=uri, version=None),
+            edits=[types.TextEdit(range=_whole_range(old), new_text=text)]))
+    return types.WorkspaceEdit(document_changes=changes)
+
+
+def _client_applies_edits(ls: LabServer) -> bool:
+    caps = ls.client_capabilities
+    return bool(caps and caps.workspace and caps.workspace.apply_edit)
+
+
+async def apply(ls: LabServer, plan: EditPlan, dry_run: bool) -> dict[str, Any]:
+    failures = [f.wire() for f in plan.failures]
+    if not plan.ok:
+        return {"ok": False, "via": "none", "files": [], "failures": failures,
+                "reason": failures[0]["reason"] if failures else "nothing to apply"}
+    files = plan.files()
+    if dry_run:
+        return {"ok": True, "via": "dryRun", "files": files, "failures": []}
+    if _client_applies_edits(ls):
+        answer = await ls.workspace_apply_edit_async(types.ApplyWorkspaceEditParams(
+            edit=workspace_edit(ls, plan), label="labls edit"))
+        if not answer.applied:
+            return {"ok": False, "via": "editor", "files": [], "failures": [],
+                    "reason": answer.failure_reason or "the editor did not apply the edit"}
+        via = "editor"
+    else:
+        import asyncio
+
+        await asyncio.to_thread(write_atomically, plan)
+        via = "disk"
+    for f in files:
+        f.pop("diff")
+    return {"ok": True, "via": via, "files": files, "failures": []}
