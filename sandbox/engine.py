@@ -24,7 +24,7 @@ from typing import Any
 from . import datasets, isolation, limits, metrics, proctree, provenance
 from .capture import OutputPump, open_log
 from .config import Config
-from .gpus import GpuSlots, Slot, detect_gpus, gpu_device_nodes
+from .gpus import GpuSampler, GpuSlots, Slot, detect_gpus, gpu_device_nodes
 from .harness import HARNESS_DIR
 from .records import RunRecord, make_error
 from .registry import Registry
@@ -184,6 +184,7 @@ class _Run:
         self.stack_frames: list[provenance.Frame] = []
         self.proc: subprocess.Popen[bytes] | None = None
         self.cgroup: limits.PidsCgroup | None = None
+        self.sampler = GpuSampler([])
         self.thread = threading.Thread(target=self._main, name=f"labls-run-{record.run_id}",
                                        daemon=True)
 
@@ -249,6 +250,8 @@ class _Run:
         self.engine.listener.on_start(self.record)
         pump = OutputPump(Path(self.record.log_path), self._on_metrics)
         pump.start()
+        self.sampler = GpuSampler(slot.gpus)
+        self.sampler.start()
         return pump
 
     def _sandbox_spec(self, kind: str, slot: Slot) -> isolation.SandboxSpec:
@@ -353,6 +356,9 @@ class _Run:
     def _judge(self, pump: OutputPump) -> None:
         assert self.proc is not None
         self.record.log_tail = pump.tail()
+        self.sampler.stop()
+        self.record.peak_gpu_mem_mb = self.sampler.peak_mb
+        self.record.mean_gpu_util = self.sampler.mean_util
         code = self.proc.returncode
         self.record.exit_code = code if code is not None and code >= 0 else None
         self.record.signal = -code if code is not None and code < 0 else None

@@ -11,6 +11,7 @@ import os
 import re
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 
 def detect_gpus() -> list[int]:
@@ -82,3 +83,57 @@ class GpuSlots:
             self._free.sort()
             self._running -= 1
             self._cond.notify_all()
+
+
+class GpuSampler:
+    """Peak memory and mean utilisation of a run's GPUs, sampled through NVML.
+
+    Needs `nvidia-ml-py` (`labls[gpu]`); without it, or without a GPU, it does nothing and the
+    record's GPU fields stay null. Memory is the device's used memory (NVML cannot attribute
+    memory to processes inside another PID namespace), so a GPU is never shared between runs.
+    """
+
+    def __init__(self, indices: list[int], interval: float = 0.5) -> None:
+        self.indices = indices
+        self.interval = interval
+        self.peak_mb: float | None = None
+        self.mean_util: float | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._nvml: Any = _load_nvml() if indices else None
+
+    def start(self) -> None:
+        if self._nvml is not None:
+            self._thread = threading.Thread(target=self._run, name="labls-nvml", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        nvml = self._nvml
+        try:
+            handles = [nvml.nvmlDeviceGetHandleByIndex(i) for i in self.indices]
+            utils: list[float] = []
+            while True:
+                used = sum(nvml.nvmlDeviceGetMemoryInfo(h).used for h in handles) / 2**20
+                self.peak_mb = max(self.peak_mb or 0.0, used)
+                utils.append(sum(nvml.nvmlDeviceGetUtilizationRates(h).gpu for h in handles)
+                             / len(handles))
+                self.mean_util = sum(utils) / len(utils)
+                if self._stop.wait(self.interval):
+                    break
+        except Exception:  # NVML errors must never fail a run
+            return
+
+
+def _load_nvml() -> Any:
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        return pynvml
+    except Exception:
+        return None

@@ -3,6 +3,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from labls.sandbox.capture import MAX_LINE, OutputPump, open_log
 from labls.sandbox.metrics import (
     MetricSet,
@@ -108,3 +110,24 @@ def test_pump_bounds_long_lines_and_keeps_metrics_after_them(tmp_path: Path) -> 
     assert log.read_bytes() == payload
     assert "z [...]\nb: 2" in pump.tail() and pump.tail().endswith("c: 3")
     assert pump.lines_total == 4
+
+
+def test_gpu_sampler_is_inert_without_gpus() -> None:
+    from labls.sandbox.gpus import GpuSampler, GpuSlots
+
+    sampler = GpuSampler([])
+    sampler.start()
+    sampler.stop()
+    assert sampler.peak_mb is None and sampler.mean_util is None
+    slots = GpuSlots([0, 1], 0)
+    assert slots.capacity == 2
+    import threading
+
+    never = threading.Event()
+    a = slots.acquire(1, never)
+    b = slots.acquire([1], never)
+    assert (a.gpus, b.gpus) == ([0], [1])
+    slots.release(a)
+    assert slots.acquire(None, never).gpus == [0]
+    with pytest.raises(ValueError, match="asked for 3"):
+        slots.acquire(3, never)
