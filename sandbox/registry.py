@@ -12,6 +12,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,10 @@ CREATE TABLE IF NOT EXISTS ledger (
     metric REAL, memory_gb REAL, description TEXT NOT NULL DEFAULT '',
     discarded_ref TEXT NOT NULL DEFAULT '', spread REAL, diff TEXT NOT NULL DEFAULT '',
     created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS loops (
+    loop_id TEXT PRIMARY KEY, state TEXT NOT NULL, data TEXT NOT NULL,
+    owner_pid INTEGER, owner_start TEXT, updated_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS provenance (
     run_id TEXT PRIMARY KEY, verdict TEXT NOT NULL, reason TEXT NOT NULL, stamps TEXT NOT NULL,
@@ -193,6 +198,29 @@ class Registry:
             if metric in record.metrics:
                 return record
         return None
+
+    # --- autonomous loops -------------------------------------------------------------------------
+    def save_loop(self, loop_id: str, state: str, data: dict[str, Any]) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO loops VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(loop_id) DO UPDATE SET "
+                "state=excluded.state, data=excluded.data, owner_pid=excluded.owner_pid, "
+                "owner_start=excluded.owner_start, updated_at=excluded.updated_at",
+                (loop_id, state, json.dumps(data), *self._owner, time.time()))
+
+    def get_loop(self, loop_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._db.execute("SELECT data FROM loops WHERE loop_id=?",
+                                   (loop_id,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def orphan_loops(self) -> list[dict[str, Any]]:
+        """Loops still `running` whose owning process is gone: to resume."""
+        with self._lock:
+            rows = self._db.execute("SELECT data, owner_pid, owner_start FROM loops "
+                                    "WHERE state='running'").fetchall()
+        return [json.loads(data) for data, pid, start in rows
+                if pid is None or _process_start(pid) != start]
 
     def close(self) -> None:
         with self._lock:

@@ -91,6 +91,7 @@ class LabServer(LanguageServer):
 
         log.info("labls initialized for %s", self.root)
         self.runs = RunService(self, asyncio.get_running_loop())
+        self.runs._resume_loops()
         threading.Thread(target=_prewarm, name="labls-prewarm", daemon=True).start()
 
     def require_runs(self) -> RunService:

@@ -142,6 +142,42 @@ def register(server: LabServer) -> None:
         return {"ok": True, **result.wire()}
 
 
+    @server.command("labls.loop.start")
+    async def loop_start(ls: LabServer, *args: Any) -> dict[str, Any]:
+        from labls.lab.edits import aider_available
+        from labls.lab.loop import LoopSpec
+
+        prm = p.structure(args, p.LoopStartParams, "labls.loop.start")
+        if not 1 <= prm.iterations <= 10_000:
+            raise p.invalid("labls.loop.start", "iterations", "must be 1..10000")
+        if prm.time_budget_sec is not None and prm.time_budget_sec <= 0:
+            raise p.invalid("labls.loop.start", "timeBudgetSec", "must be > 0")
+        if not aider_available():
+            raise JsonRpcInvalidParams("labls.loop.start: the loop drives the model through "
+                                       "aider: pip install 'labls[aider]'")
+        cfg = ls.config
+        spec = LoopSpec(prm.iterations, prm.time_budget_sec, prm.model or cfg.loop.model,
+                        prm.program or "program.md", prm.script or cfg.loop.script)
+        state = await asyncio.to_thread(ls.require_runs().loop_start, spec)
+        return {"loopId": state.loop_id}
+
+    @server.command("labls.loop.get")
+    async def loop_get(ls: LabServer, *args: Any) -> dict[str, Any]:
+        prm = p.structure(args, p.LoopIdParams, "labls.loop.get")
+        state = await asyncio.to_thread(ls.require_runs().loop_get, prm.loop_id)
+        if state is None:
+            raise p.invalid("labls.loop.get", "loopId", f"names no loop: {prm.loop_id!r}")
+        return state
+
+    @server.command("labls.loop.stop")
+    async def loop_stop(ls: LabServer, *args: Any) -> dict[str, Any]:
+        prm = p.structure(args, p.LoopIdParams, "labls.loop.stop")
+        state = await asyncio.to_thread(ls.require_runs().loop_stop, prm.loop_id)
+        if state is None:
+            raise p.invalid("labls.loop.stop", "loopId", f"names no loop: {prm.loop_id!r}")
+        return state
+
+
 async def _record(ls: LabServer, run_id: str, command: str, field: str = "runId") -> Any:
     record = await ls.require_runs().get(run_id)
     if record is None:

@@ -37,6 +37,7 @@ class RunService(RunListener):
         self._published: dict[str, dict[str, list[types.Diagnostic]]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._step_lock = asyncio.Lock()
+        self._loops: dict[str, Any] = {}
         if self.engine.registry.interrupted:
             log.info("runs interrupted by an earlier stop: %s", self.engine.registry.interrupted)
 
@@ -91,6 +92,51 @@ class RunService(RunListener):
     async def step(self, hypothesis: str, edit: dict[str, Any], script: str,
                    timeout_sec: float | None, args: list[str]) -> Any:
         """One experiment step; steps never overlap (they share the git working tree)."""
+        async with self._step_lock:
+            return await asyncio.to_thread(self._experiment().step, hypothesis, edit, script,
+                                           timeout_sec, args)
+
+    # --- autonomous loops -----------------------------------------------------------------------
+    def loop_start(self, spec: Any, proposer: Any = None) -> Any:
+        from labls.lab.loop import AutoLoop, LoopState, aider_proposer, new_loop_id
+
+        state = spec if isinstance(spec, LoopState) else LoopState(new_loop_id(), spec)
+        experiment = self._experiment()
+        loop = AutoLoop(experiment, state, proposer or aider_proposer(state.spec.model),
+                        self._save_loop)
+        self._loops[state.loop_id] = loop
+        loop.start()
+        return state
+
+    def loop_get(self, loop_id: str) -> dict[str, Any] | None:
+        from labls.lab.loop import state_from_json
+
+        if loop_id in self._loops:
+            return self._loops[loop_id].state.wire()
+        data = self.engine.registry.get_loop(loop_id)
+        return state_from_json(data).wire() if data else None
+
+    def loop_stop(self, loop_id: str) -> dict[str, Any] | None:
+        loop = self._loops.get(loop_id)
+        if loop is not None:
+            loop.stop(timeout=60)
+        return self.loop_get(loop_id)
+
+    def _resume_loops(self) -> None:
+        from labls.lab.loop import state_from_json
+
+        for data in self.engine.registry.orphan_loops():
+            state = state_from_json(data)
+            log.info("resuming loop %s at iteration %d", state.loop_id,
+                     len(state.iterations) + 1)
+            self.loop_start(state)
+
+    def _save_loop(self, state: Any) -> None:
+        from labls.lab.loop import state_to_json
+
+        self.engine.registry.save_loop(state.loop_id, state.state, state_to_json(state))
+
+    def _experiment(self) -> Any:
         from labls.lab.experiment import Experiment
 
         def wait(run_id: str) -> RunRecord:
@@ -98,12 +144,11 @@ class RunService(RunListener):
             assert record is not None
             return record
 
-        async with self._step_lock:
-            experiment = Experiment(self.engine, self.ls.config, wait)
-            return await asyncio.to_thread(experiment.step, hypothesis, edit, script,
-                                           timeout_sec, args)
+        return Experiment(self.engine, self.ls.config, wait)
 
     def stop_all(self) -> None:
+        for loop in list(self._loops.values()):
+            loop.stop_requested.set()
         self.engine.stop_all(timeout=5.0)
 
     # --- engine callbacks (run threads) ---------------------------------------------------------
