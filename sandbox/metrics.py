@@ -28,11 +28,18 @@ TAGGED = re.compile(r"^\s*([A-Z][A-Z0-9_]*)\s+(.*)$")
 STAMP = re.compile(r"^\s*DATASET_USED:\s*(\S.*?)\s*$")
 PAIR = re.compile(rf"({_NAME})\s*(?:=|:\s)\s*({_NUMBER}|[^\s,;]+)", re.IGNORECASE)
 _CONDITION_KEYS = ("condition", "cond")
+# code experiments: pytest's summary line and coverage's TOTAL line (higher is better)
+PYTEST_SUMMARY = re.compile(
+    r"^=*\s*((?:\d+ (?:passed|failed|errors?|skipped|xfailed|xpassed|warnings?|deselected)"
+    r"(?:, )?)+) in [\d.]+s\b.*$")
+PYTEST_COUNT = re.compile(r"(\d+) (passed|failed|errors?|skipped|xfailed|xpassed)")
+COVERAGE_TOTAL = re.compile(r"^TOTAL(?:\s+\d+){2,4}\s+(\d+(?:\.\d+)?)%\s*$")
 
 # A fast C-level pre-filter for whole chunks of output: only lines that could be one of the above.
 CANDIDATE = re.compile(
     rb"^[ \t]*(?:[A-Za-z_][\w./-]*[ \t]*:[ \t]*[-+.0-9nNiI][^\n]*"
-    rb"|METRIC[ \t][^\n]*|[A-Z][A-Z0-9_]*[ \t][^\n]*cond[^\n]*|DATASET_USED:[^\n]*)$",
+    rb"|METRIC[ \t][^\n]*|[A-Z][A-Z0-9_]*[ \t][^\n]*cond[^\n]*|DATASET_USED:[^\n]*"
+    rb"|=*[ \t]*\d+ (?:passed|failed|error)[^\n]* in [0-9.]+s\b[^\n]*|TOTAL[ \t][^\n]*%[ \t]*)$",
     re.MULTILINE,
 )
 
@@ -96,8 +103,22 @@ def parse_line(line: str, into: MetricSet) -> bool:
                 into.put(name, value)
                 found = True
         return found
-    if m := TAGGED.match(line):
-        return _parse_tagged(m.group(2), into)
+    if (m := TAGGED.match(line)) and _parse_tagged(m.group(2), into):
+        return True
+    if m := PYTEST_SUMMARY.match(line.strip()):
+        counts = {"passed": 0, "failed": 0, "errors": 0}
+        for number, kind in PYTEST_COUNT.findall(m.group(1)):
+            key = "errors" if kind.startswith("error") else kind
+            counts[key] = counts.get(key, 0) + int(number)
+        for kind, number in counts.items():
+            into.put(f"tests_{kind}", float(number))
+        ran = counts["passed"] + counts["failed"] + counts["errors"]
+        if ran:
+            into.put("pass_rate", counts["passed"] / ran)
+        return True
+    if m := COVERAGE_TOTAL.match(line.strip()):
+        into.put("coverage_percent", float(m.group(1)))
+        return True
     return False
 
 
@@ -128,9 +149,12 @@ def _parse_tagged(rest: str, into: MetricSet) -> bool:
     return found
 
 
+_MARKERS = (b":", b"=", b" passed", b" failed", b" error", b"TOTAL")
+
+
 def parse_chunk(block: bytes, into: MetricSet) -> int:
     """Parse the complete lines of `block` (bytes ending at a newline); returns lines used."""
-    if b":" not in block and b"=" not in block:
+    if not any(marker in block for marker in _MARKERS):  # C-speed: most floods stop here
         return 0
     used = 0
     for m in CANDIDATE.finditer(block):

@@ -92,3 +92,54 @@ def test_dirty_or_non_git_workspace_is_refused(experiment, tmp_path: Path) -> No
     (ws / ".git").rename(ws / ".git-away")
     with pytest.raises(StepRefused, match="not a git repository"):
         exp.step("x", sr("a", "b"), "train.py")
+
+
+def test_code_experiment_judged_by_pytest_pass_rate(tmp_path: Path) -> None:
+    """A step that runs pytest (`-m pytest`) and keeps a fix that raises the pass rate."""
+    ws = tmp_path / "ws"
+    (ws / "tests").mkdir(parents=True)
+    (ws / "calc.py").write_text("def add(a, b):\n    return a - b\n")
+    (ws / "tests" / "test_calc.py").write_text(
+        "from calc import add\n\ndef test_add():\n    assert add(2, 2) == 4\n\n"
+        "def test_zero():\n    assert add(0, 0) == 0\n")
+    git(ws, "init", "-q")
+    git(ws, "add", ".")
+    git(ws, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "start")
+    cfg, _ = merge(Config(), {"metric": {"name": "pass_rate", "goal": "maximize"}})
+    engine = Engine(ws, cfg)
+    try:
+        exp = Experiment(engine, cfg, lambda run_id: engine.wait(run_id))
+        edit = {"format": "searchReplace",
+                "text": "calc.py\n<<<<<<< SEARCH\n    return a - b\n=======\n    return a + b\n"
+                        ">>>>>>> REPLACE\n"}
+        result = exp.step("fix add", edit, "-m pytest", args=["-q", "-p", "no:cacheprovider"])
+    finally:
+        engine.close()
+    assert result.baseline is not None and result.baseline.metrics["pass_rate"] == 0.5
+    assert result.run is not None and result.run.metrics["pass_rate"] == 1.0
+    assert result.run.metrics["tests_passed"] == 2 and result.verdict == "keep"
+
+
+def test_noisy_baseline_spread_guards_keep(tmp_path: Path) -> None:
+    """Re-running the baseline measures its noise; a change within it is not kept."""
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "train.py").write_text(
+        "import random\nLR = 0.1\nprint(f'loss: {1.0 + random.random() * 0.2:.4f}')\n")
+    git(ws, "init", "-q")
+    git(ws, "add", ".")
+    git(ws, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "start")
+    cfg, _ = merge(Config(), {"metric": {"name": "loss"}, "loop": {"baseline_repeats": 4}})
+    engine = Engine(ws, cfg)
+    try:
+        exp = Experiment(engine, cfg, lambda run_id: engine.wait(run_id))
+        result = exp.step("comment only", {"format": "searchReplace", "text":
+                          "train.py\n<<<<<<< SEARCH\nLR = 0.1\n=======\nLR = 0.1  # same\n"
+                          ">>>>>>> REPLACE\n"}, "train.py")
+        baseline_entry = exp.registry.ledger()[-1]
+    finally:
+        engine.close()
+    assert len(result.baseline_runs) == 4
+    assert baseline_entry["description"] == "baseline" and baseline_entry["spread"] > 0
+    assert result.verdict == "discard" or (result.comparison is not None and abs(
+        result.comparison.delta or 0) > baseline_entry["spread"])

@@ -131,3 +131,18 @@ def test_gpu_sampler_is_inert_without_gpus() -> None:
     assert slots.acquire(None, never).gpus == [0]
     with pytest.raises(ValueError, match="asked for 3"):
         slots.acquire(3, never)
+
+
+def test_pytest_summary_and_coverage_total() -> None:
+    m = MetricSet()
+    block = (b"tests/test_a.py ..F.\n"
+             b"=================== 3 passed, 1 failed, 2 skipped in 0.42s ===================\n"
+             b"Name      Stmts   Miss  Cover\n"
+             b"TOTAL       200     30    85%\n")
+    parse_chunk(block, m)
+    assert m.values == {"tests_passed": 3, "tests_failed": 1, "tests_errors": 0,
+                        "tests_skipped": 2, "pass_rate": 0.75, "coverage_percent": 85.0}
+    quiet = parsed("12 passed in 1.05s")
+    assert quiet.values["pass_rate"] == 1.0 and quiet.values["tests_passed"] == 12
+    branch = parsed("TOTAL       200     30     40      4    83.5%")
+    assert branch.values == {"coverage_percent": 83.5}
