@@ -40,6 +40,8 @@ class LoopSpec:
     program: str = "program.md"
     script: str = "train.py"
     timeout_sec: float | None = None
+    prepare: str | None = None  # a script run once, before the first iteration
+    prepare_timeout_sec: float = 600.0
 
 
 @dataclass
@@ -50,10 +52,11 @@ class LoopState:
     iterations: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
     started_at: float = field(default_factory=time.time)
+    prepared: dict[str, Any] | None = None
 
     def wire(self) -> dict[str, Any]:
         return {"loopId": self.loop_id, "state": self.state, "iterations": self.iterations,
-                "error": self.error, "startedAt": self.started_at,
+                "error": self.error, "startedAt": self.started_at, "prepare": self.prepared,
                 "spec": {"iterations": self.spec.iterations, "model": self.spec.model,
                          "timeBudgetSec": self.spec.time_budget_sec,
                          "program": self.spec.program, "script": self.spec.script}}
@@ -120,6 +123,9 @@ class AutoLoop:
                     if self.spec.time_budget_sec else None)
         try:
             set_aside_leftovers(self.exp.workspace, self.state.loop_id)
+            if self.spec.prepare and self.state.prepared is None:
+                self.state.prepared = self._prepare()
+                self.save(self.state)
             while len(self.state.iterations) < self.spec.iterations:
                 if self.stop_requested.is_set():
                     self.state.state = "stopped"
@@ -134,6 +140,23 @@ class AutoLoop:
             self.state.state, self.state.error = "failed", str(exc)
         finally:
             self.save(self.state)
+
+    def _prepare(self) -> dict[str, Any]:
+        """Run the prepare script once under its own budget. It is the one run that may write
+        into the dataset cache root (its working folder is thrown away like any run's); it
+        needs to print no metrics."""
+        from labls.sandbox.engine import RunRequest
+
+        assert self.spec.prepare is not None
+        started = self.exp.engine.start(RunRequest(
+            self.spec.prepare, [], self.spec.prepare_timeout_sec, label="prepare",
+            writable_datasets=True))
+        record = self.exp.wait(started.run_id)
+        kind = (record.error or {}).get("kind")
+        if record.state != "succeeded" and kind != "noMetrics":
+            raise RuntimeError(f"prepare script {self.spec.prepare} {record.state}: "
+                               f"{(record.error or {}).get('message', '')}")
+        return {"runId": record.run_id, "state": record.state}
 
     def _iteration(self, index: int) -> dict[str, Any]:
         script = self.spec.script
@@ -199,6 +222,16 @@ def set_aside_leftovers(workspace: Path, loop_id: str) -> None:
             "push", "-m", f"labls: files left by an interrupted step of loop {loop_id}")
 
 
+def clone_into(source: str, into: Path) -> None:
+    """A fresh working copy of a repository given by path or URL (git clone handles both)."""
+    if into.exists() and any(into.iterdir()):
+        raise RuntimeError(f"{into} exists and is not empty")
+    done = subprocess.run(["git", "clone", "-q", source, str(into)], capture_output=True,
+                          text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"git clone {source}: {done.stderr.strip()}")
+
+
 def new_loop_id() -> str:
     return f"loop-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
 
@@ -206,9 +239,10 @@ def new_loop_id() -> str:
 def state_to_json(state: LoopState) -> dict[str, Any]:
     return {"loop_id": state.loop_id, "spec": asdict(state.spec), "state": state.state,
             "iterations": state.iterations, "error": state.error,
-            "started_at": state.started_at}
+            "started_at": state.started_at, "prepared": state.prepared}
 
 
 def state_from_json(data: dict[str, Any]) -> LoopState:
     return LoopState(data["loop_id"], LoopSpec(**data["spec"]), data["state"],
-                     data["iterations"], data.get("error"), data["started_at"])
+                     data["iterations"], data.get("error"), data["started_at"],
+                     data.get("prepared"))

@@ -50,6 +50,7 @@ class RunRequest:
     gpus: int | list[int] | None = None
     env: dict[str, str] = field(default_factory=dict)
     label: str = ""
+    writable_datasets: bool = False  # only a loop's prepare step: it may fill the cache
 
 
 class RunListener:
@@ -293,7 +294,8 @@ class _Run:
             harness_dir=HARNESS_DIR, dataset_root=Path(self.cfg.dataset_cache_root),
             hidden=[Path("/root"), Path("/home"), home, ws, state],
             readonly=isolation.interpreter_roots(python),
-            devices=gpu_device_nodes(slot.gpus) if slot.gpus else [], env=env)
+            devices=gpu_device_nodes(slot.gpus) if slot.gpus else [], env=env,
+            writable_datasets=self.request.writable_datasets)
 
     def _supervise(self, pump: OutputPump) -> None:
         """Sleep until the process exits, the budget ends or a cancel comes (no polling)."""

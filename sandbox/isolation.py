@@ -100,6 +100,7 @@ class SandboxSpec:
     readonly: list[Path] = field(default_factory=list)
     devices: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+    writable_datasets: bool = False
 
 
 def interpreter_roots(python: str) -> list[Path]:
@@ -141,7 +142,8 @@ def _bwrap(spec: SandboxSpec, payload: list[str]) -> list[str]:
         args += ["--bind", str(path), str(path)]
     args += ["--ro-bind", str(spec.harness_dir), str(spec.harness_dir)]
     if spec.dataset_root.is_dir():
-        args += ["--ro-bind", str(spec.dataset_root), str(spec.dataset_root)]
+        bind = "--bind" if spec.writable_datasets else "--ro-bind"
+        args += [bind, str(spec.dataset_root), str(spec.dataset_root)]
     for node in spec.devices:
         args += ["--dev-bind", node, node]
     args += ["--chdir", str(spec.work_dir), "--clearenv"]

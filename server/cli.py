@@ -38,6 +38,17 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("--tsv", action="store_true", help="as autoresearch's results.tsv")
     history.add_argument("--limit", type=int, default=50)
 
+    loop = sub.add_parser("loop", help="the autonomous loop: propose, step, keep or discard")
+    loop.add_argument("--iterations", type=int, default=3)
+    loop.add_argument("--time-budget", type=float, help="stop starting iterations after SEC")
+    loop.add_argument("--model", help="any litellm model name (default: loop.model)")
+    loop.add_argument("--program", default="program.md")
+    loop.add_argument("--script", help="the script experiments change and run")
+    loop.add_argument("--from", dest="source", help="clone this repository (path or URL) first")
+    loop.add_argument("--into", help="where to clone it (default: a new folder here)")
+    loop.add_argument("--prepare", help="a script run once before the first iteration")
+    loop.add_argument("--prepare-timeout", type=float, default=600.0)
+
     ds = sub.add_parser("datasets", help="list or stage datasets in the cache root")
     ds_sub = ds.add_subparsers(dest="datasets_verb", required=True)
     ds_list = ds_sub.add_parser("list", help="what the cache root holds")
@@ -56,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve(log_file=args.log_file, verbose=args.verbose)
     if args.verb == "datasets":
         return _datasets(args)
-    if args.verb in ("run", "runs", "show", "history"):
+    if args.verb in ("run", "runs", "show", "history", "loop"):
         from . import cli_runs
 
         return int(getattr(cli_runs, args.verb)(args))

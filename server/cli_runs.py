@@ -123,3 +123,54 @@ def history(args: Any) -> int:
         sys.stdout.write(f"{when:<9} {e['status']:<8} {e['commit_sha'][:7]:<8} {metric:>12}  "
                          f"{e['run_id']:<23} {e['description']}{ref}\n")
     return 0
+
+
+def loop(args: Any) -> int:
+    from labls.lab.experiment import Experiment
+    from labls.lab.loop import (
+        AutoLoop,
+        LoopSpec,
+        LoopState,
+        aider_proposer,
+        clone_into,
+        new_loop_id,
+        state_to_json,
+    )
+
+    workspace = Path.cwd()
+    if args.source:
+        workspace = Path(args.into or Path(args.source.rstrip("/")).name.removesuffix(".git"))
+        clone_into(args.source, workspace.resolve())
+        sys.stderr.write(f"cloned {args.source} into {workspace}\n")
+    workspace = workspace.resolve()
+    cfg, problems = config.load(workspace)
+    for problem in problems:
+        sys.stderr.write(f"{problem}\n")
+    engine = Engine(workspace, cfg, _ProgressLine(sys.stderr))
+    spec = LoopSpec(args.iterations, args.time_budget, args.model or cfg.loop.model,
+                    args.program, args.script or cfg.loop.script, prepare=args.prepare,
+                    prepare_timeout_sec=args.prepare_timeout)
+    state = LoopState(new_loop_id(), spec)
+
+    def save(s: LoopState) -> None:
+        engine.registry.save_loop(s.loop_id, s.state, state_to_json(s))
+
+    def wait(run_id: str) -> RunRecord:
+        record = engine.wait(run_id)
+        assert record is not None
+        return record
+
+    auto = AutoLoop(Experiment(engine, cfg, wait), state, aider_proposer(spec.model), save)
+    signal.signal(signal.SIGINT, lambda *_: auto.stop_requested.set())
+    auto.start()
+    shown = 0
+    while auto.thread.is_alive() or shown < len(state.iterations):
+        auto.thread.join(timeout=0.5)
+        for it in state.iterations[shown:]:
+            sys.stdout.write(f"iteration {it['index']}: {it['verdict']:<8} {it['metric']}  "
+                             f"{it['hypothesis']}\n")
+            shown += 1
+    engine.close()
+    sys.stdout.write(f"loop {state.loop_id}: {state.state}"
+                     + (f" ({state.error})" if state.error else "") + "\n")
+    return 0 if state.state == "finished" else 1

@@ -157,7 +157,8 @@ def register(server: LabServer) -> None:
                                        "aider: pip install 'labls[aider]'")
         cfg = ls.config
         spec = LoopSpec(prm.iterations, prm.time_budget_sec, prm.model or cfg.loop.model,
-                        prm.program or "program.md", prm.script or cfg.loop.script)
+                        prm.program or "program.md", prm.script or cfg.loop.script,
+                        prepare=prm.prepare, prepare_timeout_sec=prm.prepare_timeout_sec)
         state = await asyncio.to_thread(ls.require_runs().loop_start, spec)
         return {"loopId": state.loop_id}
 

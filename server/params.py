@@ -171,6 +171,8 @@ class LoopStartParams:
     model: str | None = None
     program: str | None = None
     script: str | None = None
+    prepare: str | None = None
+    prepare_timeout_sec: float = 600.0
 
 
 @dataclass
