@@ -1,0 +1,82 @@
+"""Overhead of one experiment step beyond its run (apply, compare, commit or restore, ledger) on a
+git repository of 1,000 files. Writes bench/out/step.json.
+
+    .venv/bin/python bench/bench_step.py [--files 1000] [--steps 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from labls.lab.experiment import Experiment
+from labls.sandbox.config import Config, merge
+from labls.sandbox.engine import Engine
+
+HERE = Path(__file__).resolve().parent
+
+
+def git(ws: Path, *args: str) -> None:
+    subprocess.run(["git", "-C", str(ws), *args], check=True, capture_output=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--files", type=int, default=1000)
+    parser.add_argument("--steps", type=int, default=10)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        ws = Path(tmp)
+        for i in range(args.files - 1):
+            folder = ws / f"pkg{i // 100}"
+            folder.mkdir(exist_ok=True)
+            (folder / f"mod{i}.py").write_text(f"VALUE_{i} = {i}\n" * 20)
+        (ws / "train.py").write_text("LR = 0\nprint(f'loss: {1.0 + abs(LR - 50) / 100:.4f}')\n")
+        git(ws, "init", "-q")
+        git(ws, "add", ".")
+        git(ws, "-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "start")
+        cfg, _ = merge(Config(), {"metric": {"name": "loss"}})
+        engine = Engine(ws, cfg)
+        run_seconds: list[float] = []
+
+        def wait(run_id: str):
+            t0 = time.perf_counter()
+            record = engine.wait(run_id)
+            run_seconds.append(time.perf_counter() - t0)
+            return record
+
+        exp = Experiment(engine, cfg, wait)
+        lr = 0
+        overhead: dict[str, list[float]] = {"keep": [], "discard": []}
+        for i in range(args.steps + 1):
+            new = lr + 5 if i % 2 == 0 else lr + 200  # closer to 50: keep; far: discard
+            edit = {"format": "searchReplace",
+                    "text": f"train.py\n<<<<<<< SEARCH\nLR = {lr}\n=======\nLR = {new}\n"
+                            ">>>>>>> REPLACE\n"}
+            run_seconds.clear()
+            t0 = time.perf_counter()
+            result = exp.step(f"LR {new}", edit, "train.py")
+            total = time.perf_counter() - t0
+            if result.verdict == "keep":
+                lr = new
+            if i == 0:
+                continue  # the first step also runs the baseline
+            # the run itself = engine.start (registry row) + the wait for its record
+            overhead[result.verdict].append(total - sum(run_seconds))
+        engine.close()
+    results = {f"{k}_overhead_ms": {"n": len(v), "median": statistics.median(v) * 1e3,
+                                    "max": max(v) * 1e3} for k, v in overhead.items() if v}
+    results["files"] = args.files
+    out = HERE / "out"
+    out.mkdir(exist_ok=True)
+    (out / "step.json").write_text(json.dumps(results, indent=2))
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
