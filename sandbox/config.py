@@ -13,6 +13,7 @@ has no LSP imports.
 from __future__ import annotations
 
 import copy
+import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
@@ -118,6 +119,12 @@ def _non_empty_str(v: Any) -> str:
     return v
 
 
+def _absolute_path(v: Any) -> str:
+    if not isinstance(v, str) or not v.startswith("/"):
+        raise ValueError(f"must be an absolute path, got {v!r}")
+    return v
+
+
 def _gpus(v: Any) -> str | list[int]:
     if v == "auto":
         return "auto"
@@ -153,14 +160,14 @@ def _datasets(v: Any) -> dict[str, DatasetDecl]:
 
 
 VALIDATORS: dict[str, Callable[[Any], Any]] = {
-    "dataset_cache_root": _non_empty_str,
+    "dataset_cache_root": lambda v: _absolute_path(os.path.expanduser(_non_empty_str(v))),
     "state_dir": _non_empty_str,
     "datasets": _datasets,
     "run.timeout_sec": _positive_number,
     "run.kill_grace_sec": _non_negative_number,
     "run.network": _choice("none", "host"),
     "run.isolation": _choice("auto", "bwrap", "unshare", "none"),
-    "run.python": _non_empty_str,
+    "run.python": lambda v: v if v == "auto" else _absolute_path(v),
     "run.gpus": _gpus,
     "run.max_concurrent": _non_negative_int,
     "run.memory_mb": _non_negative_int,

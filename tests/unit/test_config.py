@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from labls.sandbox.config import Config, load, merge, to_wire
@@ -23,12 +24,22 @@ def test_camel_and_snake_case_both_accepted() -> None:
 
 def test_bad_values_keep_previous_and_name_the_key() -> None:
     base, _ = merge(Config(), {"run": {"timeout_sec": 30}})
-    cfg, problems = merge(base, {"run": {"timeout_sec": -1, "gpus": "all", "env": ["A B"]},
+    cfg, problems = merge(base, {"run": {"timeout_sec": -1, "gpus": "all", "env": ["A B"],
+                                         "python": "python3"},
                                  "metric": {"goal": "up"}, "nonsense": 1, "run.x": 2})
     assert cfg.run.timeout_sec == 30 and cfg.run.gpus == "auto" and cfg.metric.goal == "minimize"
     keys = {p.key for p in problems}
-    assert keys == {"run.timeout_sec", "run.gpus", "run.env", "metric.goal", "nonsense", "run.x"}
+    assert keys == {"run.timeout_sec", "run.gpus", "run.env", "run.python", "metric.goal",
+                    "nonsense", "run.x"}
     assert all(p.key in str(p) for p in problems)
+
+
+def test_paths_must_be_absolute() -> None:
+    cfg, problems = merge(Config(), {"dataset_cache_root": "data", "run": {"python": "py"}})
+    assert cfg.dataset_cache_root == "/opt/datasets" and cfg.run.python == "auto"
+    assert {p.key for p in problems} == {"dataset_cache_root", "run.python"}
+    cfg, _ = merge(Config(), {"dataset_cache_root": "~/datasets"})
+    assert cfg.dataset_cache_root == os.path.expanduser("~/datasets")
 
 
 def test_booleans_are_not_numbers() -> None:
