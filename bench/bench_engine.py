@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import shutil
 import statistics
 import subprocess
@@ -21,6 +20,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from common import write_results
 
 HERE = Path(__file__).resolve().parent
 PY = sys.executable
@@ -115,16 +116,12 @@ def main() -> None:
     parser.add_argument("--launches", type=int, default=20)
     parser.add_argument("--cli-reps", type=int, default=5)
     args = parser.parse_args()
-    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with tempfile.TemporaryDirectory(dir=Path.home()) as tmp:
         ws = Path(tmp)
         results = {"launch": launch(ws, args.launches),
                    "cli_2s_script": cli_two_seconds(ws, args.cli_reps),
                    f"output_{args.mb}mb": flood(ws, args.mb)}
-    del base_rss
-    out = HERE / "out"
-    out.mkdir(exist_ok=True)
-    (out / "engine.json").write_text(json.dumps(results, indent=2))
+    write_results("engine", results)
     print(json.dumps(results, indent=2))
 
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
+from common import summary_ms, write_results
+
 from labls.lab.rpc_client import LspClient
 
-HERE = Path(__file__).resolve().parent
 FLOOD = """
 import sys, time
 line = "step 123 loss 0.123456 lr 0.001 throughput 12345 tok/s" + "\\n"
@@ -27,11 +27,6 @@ t0 = time.time()
 while time.time() - t0 < 120:
     sys.stdout.write(block)
 """
-
-
-def percentile(xs: list[float], q: float) -> float:
-    ordered = sorted(xs)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
 def main() -> None:
@@ -72,17 +67,11 @@ def main() -> None:
                 ends.append(received - record["metrics"]["exit_at"])
                 del msg
     results = {
-        "run_get_while_flooding": {
-            "n": len(lat), "median_ms": statistics.median(lat) * 1e3,
-            "p99_ms": percentile(lat, 0.99) * 1e3, "max_ms": max(lat) * 1e3,
-            "log_mb_written_meanwhile": log_bytes / 2**20},
-        "run_end_to_diagnostics": {
-            "n": len(ends), "median_ms": statistics.median(ends) * 1e3,
-            "p95_ms": percentile(ends, 0.95) * 1e3, "max_ms": max(ends) * 1e3},
+        "run_get_while_flooding": {**summary_ms(lat), "log_mb_written_meanwhile":
+                                   log_bytes / 2**20},
+        "run_end_to_diagnostics": summary_ms(ends),
     }
-    out = HERE / "out"
-    out.mkdir(exist_ok=True)
-    (out / "lsp.json").write_text(json.dumps(results, indent=2))
+    write_results("lsp", results)
     print(json.dumps(results, indent=2))
 
 

@@ -7,12 +7,12 @@
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from common import summary_ms, write_results
 
 from labls.lab.rpc_client import LspClient
 
@@ -39,13 +39,6 @@ def round_trips(client: LspClient, name: str, args: dict, n: int) -> list[float]
     return times
 
 
-def summary(samples: list[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-    return {"n": len(ordered), "median_ms": statistics.median(ordered) * 1e3,
-            "p99_ms": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1e3,
-            "min_ms": ordered[0] * 1e3}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--spawns", type=int, default=15)
@@ -66,13 +59,11 @@ def main() -> None:
             render = round_trips(client, "labls.prompt.render",
                                  {"template": "network_disabled_guidance"}, args.requests)
             listing = round_trips(client, "labls.datasets.list", {}, args.requests)
-    results = {"spawn_to_initialize_labls": summary(labls_t),
-               "spawn_to_initialize_bare_pygls": summary(bare_t),
-               "prompt_render_round_trip": summary(render),
-               "datasets_list_round_trip": summary(listing)}
-    out = HERE / "out"
-    out.mkdir(exist_ok=True)
-    (out / "server.json").write_text(json.dumps(results, indent=2))
+    results = {"spawn_to_initialize_labls": summary_ms(labls_t),
+               "spawn_to_initialize_bare_pygls": summary_ms(bare_t),
+               "prompt_render_round_trip": summary_ms(render),
+               "datasets_list_round_trip": summary_ms(listing)}
+    write_results("server", results)
     for name, s in results.items():
         print(f"{name:<34} median {s['median_ms']:7.2f} ms   p99 {s['p99_ms']:7.2f} ms"
               f"   n={s['n']}")

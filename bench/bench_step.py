@@ -8,17 +8,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
+from common import summary_ms, write_results
+
 from labls.lab.experiment import Experiment
 from labls.sandbox.config import Config, merge
 from labls.sandbox.engine import Engine
-
-HERE = Path(__file__).resolve().parent
 
 
 def git(ws: Path, *args: str) -> None:
@@ -69,12 +68,10 @@ def main() -> None:
             # the run itself = engine.start (registry row) + the wait for its record
             overhead[result.verdict].append(total - sum(run_seconds))
         engine.close()
-    results = {f"{k}_overhead_ms": {"n": len(v), "median": statistics.median(v) * 1e3,
-                                    "max": max(v) * 1e3} for k, v in overhead.items() if v}
+    results: dict[str, object] = {f"{k}_overhead": summary_ms(v)
+                                  for k, v in overhead.items() if v}
     results["files"] = args.files
-    out = HERE / "out"
-    out.mkdir(exist_ok=True)
-    (out / "step.json").write_text(json.dumps(results, indent=2))
+    write_results("step", results)
     print(json.dumps(results, indent=2))
 
 

@@ -114,8 +114,8 @@ class AutoLoop:
 
     def stop(self, timeout: float | None = None) -> None:
         self.stop_requested.set()
-        for run in list(self.exp.engine._active):
-            self.exp.engine.cancel(run, timeout=0)
+        for run_id in self.exp.engine.active_ids():
+            self.exp.engine.cancel(run_id, timeout=0)
         self.thread.join(timeout)
 
     def _main(self) -> None:

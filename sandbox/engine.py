@@ -100,6 +100,10 @@ class Engine:
             run = self._active.get(run_id)
         return run.record if run else self.registry.get(run_id)
 
+    def active_ids(self) -> list[str]:
+        with self._lock:
+            return list(self._active)
+
     def is_active(self, run_id: str) -> bool:
         with self._lock:
             return run_id in self._active

@@ -164,19 +164,19 @@ def register(server: LabServer) -> None:
 
     @server.command("labls.loop.get")
     async def loop_get(ls: LabServer, *args: Any) -> dict[str, Any]:
-        prm = p.structure(args, p.LoopIdParams, "labls.loop.get")
-        state = await asyncio.to_thread(ls.require_runs().loop_get, prm.loop_id)
-        if state is None:
-            raise p.invalid("labls.loop.get", "loopId", f"names no loop: {prm.loop_id!r}")
-        return state
+        return await _loop(ls, args, "labls.loop.get", ls.require_runs().loop_get)
 
     @server.command("labls.loop.stop")
     async def loop_stop(ls: LabServer, *args: Any) -> dict[str, Any]:
-        prm = p.structure(args, p.LoopIdParams, "labls.loop.stop")
-        state = await asyncio.to_thread(ls.require_runs().loop_stop, prm.loop_id)
-        if state is None:
-            raise p.invalid("labls.loop.stop", "loopId", f"names no loop: {prm.loop_id!r}")
-        return state
+        return await _loop(ls, args, "labls.loop.stop", ls.require_runs().loop_stop)
+
+
+async def _loop(ls: LabServer, args: tuple[Any, ...], command: str, action: Any) -> Any:
+    prm = p.structure(args, p.LoopIdParams, command)
+    state = await asyncio.to_thread(action, prm.loop_id)
+    if state is None:
+        raise p.invalid(command, "loopId", f"names no loop: {prm.loop_id!r}")
+    return state
 
 
 async def _record(ls: LabServer, run_id: str, command: str, field: str = "runId") -> Any:
