@@ -36,6 +36,8 @@ FILE_SIZE_LIMIT_MB = 64 * 1024
 RESERVED_ENV = ("LABLS_", "PYTHONPATH")
 NETWORK_ERRORS = ("ConnectionRefusedError", "ConnectionError", "gaierror", "URLError",
                   "ConnectTimeout", "ConnectionResetError", "NewConnectionError", "timeout")
+NETWORK_MESSAGES = ("Network is unreachable", "Connection refused", "name resolution",
+                    "Name or service not known", "No route to host", "getaddrinfo")
 
 
 class RunInputError(ValueError):
@@ -444,8 +446,8 @@ class _Run:
         frame = provenance.innermost_workspace_frame(frames)
         exc_type = exception.split(":", 1)[0].rsplit(".", 1)[-1]
         remote = [e for e in probe.network if not e.get("local")]
-        if exc_type in NETWORK_ERRORS or (remote and "rror" in exc_type and any(
-                w in exception for w in ("connect", "Network", "resolution", "unreachable"))):
+        if exc_type in NETWORK_ERRORS or (probe.network and any(
+                w in exception for w in NETWORK_MESSAGES)):
             attempts = remote or probe.network
             if attempts:
                 attempt = attempts[-1]

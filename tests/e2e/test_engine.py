@@ -430,3 +430,30 @@ def test_concurrent_registry_writers(tmp_path: Path) -> None:
         t.join()
     other = Registry(tmp_path / "labls.db")  # a second connection, as another process has
     assert len(other.recent(1000)) == 200
+
+
+def test_unshare_fallback_blocks_the_network_and_owns_the_tree(lab) -> None:
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+    try:
+        record = lab.run(f"""
+            import socket
+            print("pid_in_namespace:", __import__("os").getpid())
+            socket.create_connection(("127.0.0.1", {port}), timeout=3)
+        """, isolation="unshare")
+    finally:
+        server.close()
+    assert record.isolation == "unshare" and record.state == "failed"
+    assert record.error is not None and record.error["kind"] == "network"
+    assert record.metrics["pid_in_namespace"] == 1  # its own PID namespace
+
+
+def test_no_isolation_with_no_network_is_refused(lab) -> None:
+    record = lab.run('print("val_bpb: 1")\n', isolation="none")
+    assert record.state == "failed" and record.error is not None
+    assert record.error["kind"] == "network" and "bubblewrap" in record.error["message"]
+    assert record.metrics == {}
+    allowed = lab.run('print("val_bpb: 1")\n', isolation="none", network="host")
+    assert allowed.state == "succeeded" and allowed.isolation == "none"
