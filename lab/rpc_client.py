@@ -35,6 +35,7 @@ class LspClient:
                                      stderr=stderr, cwd=workspace, env=env or os.environ.copy())
         self._ids = itertools.count(1)
         self._pending: dict[int, tuple[threading.Event, list[Any]]] = {}
+        self._closed = False
         self._lock = threading.Lock()
         self.notifications: list[dict[str, Any]] = []
         self._notified = threading.Condition()
@@ -58,7 +59,10 @@ class LspClient:
         assert stream is not None
         length = 0
         while True:
-            line = stream.readline()
+            try:
+                line = stream.readline()
+            except (OSError, ValueError):
+                return None
             if not line:
                 return None
             if line in (b"\r\n", b"\n"):
@@ -69,6 +73,16 @@ class LspClient:
         return json.loads(stream.read(length))
 
     def _read_loop(self) -> None:
+        try:
+            self._dispatch()
+        finally:  # the server is gone: every pending request fails now, not at its timeout
+            self._closed = True
+            for event, box in list(self._pending.values()):
+                box.append({"error": {"code": -32099, "message": "the server exited"}})
+                event.set()
+            self._pending.clear()
+
+    def _dispatch(self) -> None:
         while (msg := self._read_message()) is not None:
             if "id" in msg and "method" in msg:  # a request from the server
                 handler = self.on_request.get(msg["method"], lambda params: None)
@@ -86,6 +100,8 @@ class LspClient:
 
     # --- API --------------------------------------------------------------------------------
     def request(self, method: str, params: Any = None, timeout: float = 600) -> Any:
+        if self._closed:
+            raise RpcError({"code": -32099, "message": "the server exited"})
         msg_id = next(self._ids)
         event, box = threading.Event(), list[Any]()
         self._pending[msg_id] = (event, box)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from labls.lab.rpc_client import LspClient
+from labls.lab.rpc_client import LspClient, RpcError
 
 
 def alive(marker: str) -> bool:
@@ -101,3 +102,13 @@ def test_killed_server_leaves_runs_interrupted(workspace: Path) -> None:
         assert [(r["runId"], r["state"]) for r in runs] == [
             (run_id, "interrupted"), (quick["runId"], "succeeded")]
         assert runs[1]["metrics"] == {"val_bpb": 1.0}
+
+
+def test_client_fails_fast_when_the_server_dies(tmp_path: Path) -> None:
+    client = LspClient(tmp_path, command=[sys.executable, "-c", "import sys; sys.exit(3)"])
+    t0 = time.monotonic()
+    with pytest.raises(RpcError, match="exited"):
+        client.initialize()
+    assert time.monotonic() - t0 < 10
+    client.proc.wait(timeout=10)
+    client.release()
