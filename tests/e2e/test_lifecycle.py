@@ -112,3 +112,18 @@ def test_client_fails_fast_when_the_server_dies(tmp_path: Path) -> None:
     assert time.monotonic() - t0 < 10
     client.proc.wait(timeout=10)
     client.release()
+
+
+def test_malformed_json_rpc_is_answered_and_the_server_keeps_serving(tmp_path: Path) -> None:
+    with LspClient(tmp_path) as client:
+        client.initialize()
+        assert client.proc.stdin is not None
+        for body in (b"{this is not json", b'{"jsonrpc": "2.0", "id": 99, "method": 5}',
+                     b'{"jsonrpc": "2.0", "id": 98, "method": "workspace/executeCommand", '
+                     b'"params": {"command": "labls.run.get", "arguments": "nope"}}'):
+            client.proc.stdin.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        client.proc.stdin.flush()
+        with pytest.raises(RpcError, match=r"-32602.*script"):
+            client.command("labls.run.start", {})
+        assert client.command("labls.datasets.list")["cacheRoot"] == "/opt/datasets"
+        assert client.proc.poll() is None
