@@ -114,20 +114,22 @@ def test_results_json_in_results_subfolder(lab) -> None:
     assert record.metrics == {"val_bpb": 1.5} and record.metrics_source == "resultsFile"
 
 
-def test_network_is_blocked_and_the_line_recorded(lab) -> None:
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen()
-    port = server.getsockname()[1]
-    try:
-        record = lab.run(f"""
-            import socket
-            print("starting")
-            s = socket.create_connection(("127.0.0.1", {port}), timeout=5)
-            print("connected")
-        """)
-    finally:
-        server.close()
+@pytest.fixture
+def outside_port():
+    """A server listening on the host's loopback, outside any sandbox."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        yield server.getsockname()[1]
+
+
+def test_network_is_blocked_and_the_line_recorded(lab, outside_port: int) -> None:
+    record = lab.run(f"""
+        import socket
+        print("starting")
+        s = socket.create_connection(("127.0.0.1", {outside_port}), timeout=5)
+        print("connected")
+    """)
     assert record.state == "failed" and record.isolation == "bwrap"
     assert "connected" not in record.log_tail
     assert record.error is not None and record.error["kind"] == "network"
@@ -432,19 +434,12 @@ def test_concurrent_registry_writers(tmp_path: Path) -> None:
     assert len(other.recent(1000)) == 200
 
 
-def test_unshare_fallback_blocks_the_network_and_owns_the_tree(lab) -> None:
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen()
-    port = server.getsockname()[1]
-    try:
-        record = lab.run(f"""
-            import socket
-            print("pid_in_namespace:", __import__("os").getpid())
-            socket.create_connection(("127.0.0.1", {port}), timeout=3)
-        """, isolation="unshare")
-    finally:
-        server.close()
+def test_unshare_fallback_blocks_the_network_and_owns_the_tree(lab, outside_port: int) -> None:
+    record = lab.run(f"""
+        import socket
+        print("pid_in_namespace:", __import__("os").getpid())
+        socket.create_connection(("127.0.0.1", {outside_port}), timeout=3)
+    """, isolation="unshare")
     assert record.isolation == "unshare" and record.state == "failed"
     assert record.error is not None and record.error["kind"] == "network"
     assert record.metrics["pid_in_namespace"] == 1  # its own PID namespace
