@@ -12,7 +12,6 @@ from typing import Any
 
 from pygls.exceptions import JsonRpcInvalidParams
 
-from . import edits
 from . import params as p
 from .app import LabServer, current_work_done_token
 
@@ -116,6 +115,8 @@ def register(server: LabServer) -> None:
     @server.command("labls.edit.apply")
     async def edit_apply(ls: LabServer, *args: Any) -> dict[str, Any]:
         from labls.lab.edits import EditError, plan_edit
+
+        from . import edits
 
         prm = p.structure(args, p.EditApplyParams, "labls.edit.apply")
         try:
