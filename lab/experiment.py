@@ -141,8 +141,7 @@ class Experiment:
         """The last kept run and the spread recorded with it; run it first on a fresh ledger."""
         kept = self.registry.last_kept()
         if kept is not None:
-            entry = next(e for e in self.registry.ledger() if e["run_id"] == kept.run_id)
-            return kept, entry.get("spread") or 0.0, []
+            return kept[0], kept[1], []
         runs = [self._run(script, timeout_sec, args, "baseline")
                 for _ in range(max(1, self.cfg.loop.baseline_repeats))]
         ids = [r.run_id for r in runs]

@@ -18,6 +18,7 @@ class PromptError(ValueError):
     """A template that does not exist, or a variable it needs that was not given."""
 
 
+@cache
 def template_names() -> list[str]:
     folder = resources.files(__package__).joinpath("templates")
     return sorted(

@@ -255,7 +255,7 @@ def load(
 def to_wire(obj: Any) -> Any:
     """A dataclass tree as camelCase JSON-ready data."""
     if is_dataclass(obj) and not isinstance(obj, type):
-        return {_camel(f.name): to_wire(getattr(obj, f.name)) for f in fields(obj)}
+        return {camel_case(f.name): to_wire(getattr(obj, f.name)) for f in fields(obj)}
     if isinstance(obj, dict):
         return {k: to_wire(v) for k, v in obj.items()}
     if isinstance(obj, list):
@@ -263,6 +263,6 @@ def to_wire(obj: Any) -> Any:
     return obj
 
 
-def _camel(name: str) -> str:
+def camel_case(name: str) -> str:
     head, *rest = name.split("_")
     return head + "".join(p.title() for p in rest)

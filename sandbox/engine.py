@@ -198,6 +198,7 @@ class _Run:
         self.proc: subprocess.Popen[bytes] | None = None
         self.cgroup: limits.PidsCgroup | None = None
         self.sampler = GpuSampler([])
+        self.series: dict[str, list[tuple[int | None, float]]] = {}
         self.thread = threading.Thread(target=self._main, name=f"labls-run-{record.run_id}",
                                        daemon=True)
 
@@ -219,9 +220,10 @@ class _Run:
             self._judge(pump)
         except InterruptedError:
             self._end("cancelled", make_error("cancelled", "cancelled while queued"))
-        except (isolation.RunRefused, ValueError) as exc:
-            kind = "network" if "network" in str(exc) else "refused"
-            self._end("failed", make_error(kind, str(exc)))
+        except isolation.RunRefused as exc:
+            self._end("failed", make_error(exc.kind, str(exc)))
+        except ValueError as exc:  # e.g. GPUs asked for that this machine does not have
+            self._end("failed", make_error("refused", str(exc)))
         except Exception as exc:  # a bug of ours: the run still gets a final record
             self._end("failed", make_error("internal", f"labls error: {exc!r}"))
         finally:
@@ -336,15 +338,13 @@ class _Run:
         assert self.proc is not None
         self.stop_reason = reason
         stack_file = self.probe_dir / "stack.txt"
-        target = proctree.first_payload(self.proc.pid)
-        if target is not None:
-            proctree.signal_pids([target], signal.SIGUSR1)
+        processes = proctree.payload(self.proc.pid)
+        if processes:  # the run's main interpreter dumps its stack
+            proctree.signal_pids(processes[:1], signal.SIGUSR1)
             deadline = time.monotonic() + 0.5
             while time.monotonic() < deadline and not _nonempty(stack_file):
                 time.sleep(0.01)
-        payload = [p for p in proctree.descendants(self.proc.pid)
-                   if proctree.command_name(p) not in ("bwrap", "unshare", "sh", "prlimit")]
-        proctree.signal_pids(payload, signal.SIGTERM)
+        proctree.signal_pids(proctree.payload(self.proc.pid), signal.SIGTERM)
         grace = self.cfg.run.kill_grace_sec
         if self.grace_cap is not None:
             grace = min(grace, self.grace_cap)
@@ -499,11 +499,11 @@ class _Run:
         if not self.record.final:
             self._end("failed", make_error("internal", "the run ended without a verdict"))
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        results = {**self.record.to_wire(), "series": getattr(self, "series", {})}
+        results = {**self.record.to_wire(), "series": self.series}
         tmp = Path(self.record.results_path).with_suffix(".tmp")
         tmp.write_text(json.dumps(results, indent=1, default=str))
         os.replace(tmp, self.record.results_path)
-        self.engine.registry.save(self.record, getattr(self, "series", None))
+        self.engine.registry.save(self.record, self.series)
         try:
             self.engine.listener.on_finish(self.record)
         finally:

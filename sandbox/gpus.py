@@ -27,14 +27,10 @@ def detect_gpus() -> list[int]:
 def gpu_device_nodes(indices: list[int]) -> list[str]:
     """The nodes a CUDA process needs: the control nodes plus the allowed GPUs."""
     common = ["/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools", "/dev/nvidia-modeset"]
-    nodes = [n for n in common if _exists(n)]
-    nodes += [f"/dev/nvidia{i}" for i in indices if _exists(f"/dev/nvidia{i}")]
+    nodes = [n for n in common if os.path.exists(n)]
+    nodes += [f"/dev/nvidia{i}" for i in indices if os.path.exists(f"/dev/nvidia{i}")]
     nodes += sorted(glob.glob("/dev/nvidia-caps/*"))
     return nodes
-
-
-def _exists(path: str) -> bool:
-    return os.path.exists(path)
 
 
 @dataclass

@@ -18,7 +18,13 @@ from pathlib import Path
 
 
 class RunRefused(Exception):
-    """The run cannot be given the isolation it asks for; the message says what to do."""
+    """The run cannot be given the isolation it asks for; the message says what to do.
+
+    `kind` is the record's error kind: `network` when the network could not be closed."""
+
+    def __init__(self, message: str, kind: str = "refused") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 INSTALL_HINT = (
@@ -71,8 +77,8 @@ def choose(requested: str, network: str) -> str:
             raise RunRefused(
                 'run.isolation = "none" cannot enforce run.network = "none": set '
                 'run.network = "host" to run without a sandbox, or install bubblewrap '
-                "(Debian/Ubuntu: `apt-get install bubblewrap`) and use isolation \"auto\""
-            )
+                "(Debian/Ubuntu: `apt-get install bubblewrap`) and use isolation \"auto\"",
+                kind="network")
         return "none"
     candidates = ["bwrap", "unshare"] if requested == "auto" else [requested]
     reasons = []
@@ -81,7 +87,8 @@ def choose(requested: str, network: str) -> str:
         if ok:
             return kind
         reasons.append(reason)
-    raise RunRefused(f"no sandbox available ({'; '.join(reasons)}): {INSTALL_HINT}")
+    raise RunRefused(f"no sandbox available ({'; '.join(reasons)}): {INSTALL_HINT}",
+                     kind="network" if network == "none" else "refused")
 
 
 @dataclass

@@ -54,13 +54,13 @@ def signal_pids(pids: list[int], sig: int) -> None:
             os.kill(pid, sig)
 
 
-def first_payload(root: int, wrappers: frozenset[str] = frozenset({"bwrap", "unshare", "prlimit",
-                                                                    "sh"})) -> int | None:
-    """The first process of the tree that is the run's own code, not a sandbox wrapper."""
-    for pid in descendants(root):
-        if command_name(pid) not in wrappers:
-            return pid
-    return None
+# The processes labls puts around a run's code: they get SIGKILL, never the run's SIGTERM.
+WRAPPERS = frozenset({"bwrap", "unshare", "prlimit", "sh"})
+
+
+def payload(root: int) -> list[int]:
+    """The run's own processes below `root`, parents first, without the sandbox wrappers."""
+    return [pid for pid in descendants(root) if command_name(pid) not in WRAPPERS]
 
 
 def kill_tree(root: int, extra: list[int] | None = None) -> None:

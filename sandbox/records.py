@@ -6,13 +6,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .config import camel_case
+
 FINAL_STATES = frozenset({"succeeded", "failed", "timedOut", "cancelled", "interrupted"})
 STATES = frozenset({"queued", "running"}) | FINAL_STATES
-
-
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(p.title() for p in rest)
 
 
 @dataclass
@@ -53,11 +50,11 @@ class RunRecord:
         return self.state in FINAL_STATES
 
     def to_wire(self) -> dict[str, Any]:
-        return {_camel(k): v for k, v in asdict(self).items()}
+        return {camel_case(k): v for k, v in asdict(self).items()}
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> RunRecord:
-        names = {_camel(f): f for f in cls.__dataclass_fields__}
+        names = {camel_case(f): f for f in cls.__dataclass_fields__}
         return cls(**{names[k]: v for k, v in data.items() if k in names})
 
 

@@ -180,11 +180,13 @@ class Registry:
             names = [d[0] for d in cur.description]
             return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
-    def last_kept(self) -> RunRecord | None:
+    def last_kept(self) -> tuple[RunRecord, float] | None:
+        """The baseline: the latest kept run, and the spread recorded with it."""
         with self._lock:
-            row = self._db.execute("SELECT run_id FROM ledger WHERE status='keep' "
+            row = self._db.execute("SELECT run_id, spread FROM ledger WHERE status='keep' "
                                    "ORDER BY seq DESC LIMIT 1").fetchone()
-        return self.get(row[0]) if row else None
+        record = self.get(row[0]) if row else None
+        return (record, row[1] or 0.0) if record is not None else None
 
     def previous_success(self, script: str, before_run: str, metric: str) -> RunRecord | None:
         """The latest succeeded run of `script` before `before_run` that has `metric`."""

@@ -50,7 +50,7 @@ def stage_digits(root: Path) -> list[Path]:
 
 
 def read_idx(path: Path) -> tuple[tuple[int, ...], bytes]:
-    """Parse an IDX file: (dims, raw bytes). Used by tests and by the example's loader."""
+    """Parse an IDX file: (dims, raw bytes). The tests read the staged files back with it."""
     raw = path.read_bytes()
     zero, zero2, dtype, ndim = struct.unpack(">BBBB", raw[:4])
     if zero or zero2 or dtype != IDX_UBYTE:

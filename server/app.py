@@ -47,7 +47,6 @@ class LabServer(LanguageServer):
 
         super().__init__("labls", __version__, protocol_cls=LabProtocol)
         self._config: Config | None = None
-        self.init_options: Any = None
         self._init_options: Any = None
         self._client_settings: Any = None
         self.runs: RunService | None = None  # built on `initialized`, once the config is known
@@ -64,12 +63,13 @@ class LabServer(LanguageServer):
         assert self._config is not None
         return self._config
 
-    def load_config(self, init_options: Any = None, settings: Any = None) -> list[ConfigProblem]:
+    def remember_init_options(self, options: Any) -> None:
+        self._init_options = _unwrap(options or {})
+
+    def load_config(self, settings: Any = None) -> list[ConfigProblem]:
         """Rebuild the config from every layer; keep what was valid, return the problems."""
         from labls.sandbox import config as config_model
 
-        if init_options is not None:
-            self._init_options = _unwrap(init_options)
         if settings is not None:
             self._client_settings = _unwrap(settings)
         self._config, problems = config_model.load(

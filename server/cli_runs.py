@@ -77,12 +77,17 @@ def summary(r: RunRecord) -> str:
     return out
 
 
-def runs(args: Any) -> int:
-    engine_cfg, _ = config.load(Path.cwd())
+def _registry() -> tuple[Any, Any]:
+    """The current workspace's config and run registry."""
     from labls.sandbox.registry import Registry
 
-    registry = Registry(engine_cfg.state_path(Path.cwd()) / "labls.db")
-    judged = engine_cfg.metric.name
+    cfg, _ = config.load(Path.cwd())
+    return cfg, Registry(cfg.state_path(Path.cwd()) / "labls.db")
+
+
+def runs(args: Any) -> int:
+    cfg, registry = _registry()
+    judged = cfg.metric.name
     sys.stdout.write(f"{'run':<23} {'state':<11} {'duration':>9} {judged:>12}  script\n")
     for r in registry.recent(args.limit, args.state):
         value = r.metrics.get(judged)
@@ -94,10 +99,7 @@ def runs(args: Any) -> int:
 
 
 def show(args: Any) -> int:
-    cfg, _ = config.load(Path.cwd())
-    from labls.sandbox.registry import Registry
-
-    record = Registry(cfg.state_path(Path.cwd()) / "labls.db").get(args.run_id)
+    record = _registry()[1].get(args.run_id)
     if record is None:
         sys.stderr.write(f"labls show: no run {args.run_id!r}\n")
         return 2
@@ -107,10 +109,9 @@ def show(args: Any) -> int:
 
 def history(args: Any) -> int:
     from labls.lab.experiment import results_tsv
-    from labls.sandbox.registry import Registry
 
-    cfg, _ = config.load(Path.cwd())
-    ledger = Registry(cfg.state_path(Path.cwd()) / "labls.db").ledger(args.limit)
+    cfg, registry = _registry()
+    ledger = registry.ledger(args.limit)
     if args.tsv:
         sys.stdout.write(results_tsv(ledger))
         return 0

@@ -12,13 +12,13 @@ from .app import LabServer
 def register(server: LabServer) -> None:
     @server.feature(types.INITIALIZE)
     def initialize(ls: LabServer, params: types.InitializeParams) -> None:
-        ls.init_options = params.initialization_options or {}
+        ls.remember_init_options(params.initialization_options)
 
     @server.feature(types.INITIALIZED)
     def initialized(ls: LabServer, params: types.InitializedParams) -> None:
         # Config is read here, not in `initialize`: no command can arrive before `initialized`,
         # and keeping `initialize` bare makes the editor's start-up as fast as pygls allows.
-        ls.load_config(init_options=ls.init_options)
+        ls.load_config()
         ls.on_initialized()
 
     @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)

@@ -60,15 +60,6 @@ def _strings(value: Any, _: Any) -> list[str]:
 _converter.register_structure_hook_func(lambda t: t == list[str], _strings)
 
 
-def _snake(key: str) -> str:
-    return re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", key).lower()
-
-
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(p.title() for p in rest)
-
-
 def structure(args: tuple[Any, ...], cls: type[T], command: str) -> T:
     """`arguments` must be a one-element list holding an object (or empty, for all-default)."""
     if len(args) == 0:
@@ -85,7 +76,9 @@ def structure(args: tuple[Any, ...], cls: type[T], command: str) -> T:
         raise JsonRpcInvalidParams(
             f"{command}: arguments[0] must be an object, got {type(raw).__name__}"
         )
-    snake = {_snake(str(k)): v for k, v in raw.items()}
+    from labls.sandbox.config import snake_case  # not at import: keeps `initialize` bare
+
+    snake = {snake_case(str(k)): v for k, v in raw.items()}
     try:
         return _converter.structure(snake, cls)
     except cattrs.ClassValidationError as exc:
@@ -96,8 +89,11 @@ def structure(args: tuple[Any, ...], cls: type[T], command: str) -> T:
 
 
 def _camelise(message: str) -> str:
+    from labls.sandbox.config import camel_case
+
     # "invalid value for type, expected int @ .timeout_sec" → "... @ timeoutSec"
-    return re.sub(r"@ \.?([\w.\[\]'\"]+)", lambda m: "@ field " + _camel(m.group(1)), message)
+    return re.sub(r"@ \.?([\w.\[\]'\"]+)", lambda m: "@ field " + camel_case(m.group(1)),
+                  message)
 
 
 def invalid(command: str, field_name: str, reason: str) -> JsonRpcInvalidParams:

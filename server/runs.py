@@ -80,8 +80,8 @@ class RunService(RunListener):
         if baseline_id:
             return registry.get(baseline_id)
         kept = registry.last_kept()
-        if kept is not None and kept.run_id != record.run_id:
-            return kept
+        if kept is not None and kept[0].run_id != record.run_id:
+            return kept[0]
         return registry.previous_success(record.script, record.run_id, self.ls.config.metric.name)
 
     def compare(self, record: RunRecord, baseline_id: str | None = None) -> Comparison:
