@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import datasets, isolation, limits, metrics, proctree, provenance
+from . import datasets, isolation, lifeline, limits, metrics, proctree, provenance
 from .capture import OutputPump, open_log
 from .config import Config
 from .gpus import GpuSampler, GpuSlots, Slot, detect_gpus, gpu_device_nodes
@@ -197,6 +197,7 @@ class _Run:
         self.stack_frames: list[provenance.Frame] = []
         self.proc: subprocess.Popen[bytes] | None = None
         self.cgroup: limits.PidsCgroup | None = None
+        self.watchdog: lifeline.Watchdog | None = None
         self.sampler = GpuSampler([])
         self.series: dict[str, list[tuple[int | None, float]]] = {}
         self.thread = threading.Thread(target=self._main, name=f"labls-run-{record.run_id}",
@@ -229,6 +230,8 @@ class _Run:
         finally:
             if self.proc is not None and self.proc.poll() is None:
                 self._kill_everything()
+            if self.watchdog:
+                self.watchdog.stand_down()
             if self.cgroup:
                 self.cgroup.remove()
             if slot is not None:
@@ -246,7 +249,8 @@ class _Run:
         spec = self._sandbox_spec(kind, slot)
         argv = isolation.command(spec)
         self.cgroup = limits.PidsCgroup.create(self.record.run_id, self.cfg.run.max_processes)
-        prefix = self.cgroup.prefix() if self.cgroup else []
+        self.watchdog = lifeline.Watchdog(self.cgroup)
+        prefix = lifeline.guard_prefix(self.cgroup)
         prefix += limits.prlimit_prefix(
             0 if slot.gpus else self.cfg.run.memory_mb, self.cfg.run.max_processes,
             FILE_SIZE_LIMIT_MB, nproc=self.cgroup is None)
@@ -259,6 +263,7 @@ class _Run:
                 start_new_session=True, close_fds=True)
         finally:
             os.close(log_fd)
+        self.watchdog.watch(self.proc.pid)  # its own session: the process group is its pid
         self.record.state = "running"
         self.record.started_at = self.launched_at
         self.engine.registry.save(self.record)

@@ -1,7 +1,8 @@
 """Resource limits for a run, as an argv prefix (no `preexec_fn`: the server has threads).
 
 - Process count: a `pids` cgroup when this process may create one (root on cgroup v1 or v2),
-  joined by a tiny `sh` prefix before anything of the run starts; otherwise `RLIMIT_NPROC`
+  joined by the launch guard (`lifeline.py`) before anything of the run starts; otherwise
+  `RLIMIT_NPROC`
   via `prlimit`, which holds for non-root users (the kernel does not apply it to root).
 - Memory: `RLIMIT_AS` via `prlimit` on CPU runs only (it breaks CUDA's address-space reservations).
 - File size: `RLIMIT_FSIZE`, so a runaway writer gets `EFBIG` rather than filling the disk.
@@ -41,9 +42,6 @@ class PidsCgroup:
                 continue
             return cls(path)
         return None
-
-    def prefix(self) -> list[str]:
-        return ["/bin/sh", "-c", 'echo $$ > "$0" && exec "$@"', str(self.path / "cgroup.procs")]
 
     def members(self) -> list[int]:
         try:

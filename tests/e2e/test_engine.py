@@ -417,6 +417,31 @@ def test_crash_of_the_engine_leaves_run_interrupted(lab, tmp_path: Path) -> None
     assert runs[1].metrics == {"val_bpb": 1.0}
 
 
+def _run_processes(marker: str, engine_pid: int) -> list[str]:
+    """Processes of a run holding `marker`, not counting the engine that holds it too."""
+    return [pid for pid in _alive(marker) if int(pid) != engine_pid]
+
+
+def test_engine_killed_while_the_sandbox_starts_leaves_nothing(lab) -> None:
+    """SIGKILL the engine the moment its run's first process appears, while bwrap is still
+    setting up: the window in which bwrap's own --die-with-parent left its sandbox behind."""
+    (lab.ws / "long.py").write_text("import time\ntime.sleep(120)\n")
+    (lab.ws / "labls.toml").write_text(f'dataset_cache_root = "{lab.root}"\n')
+    for attempt in range(5):
+        marker = f"labls-early-kill-{os.getpid()}-{attempt}"
+        proc = subprocess.Popen([sys.executable, "-m", "labls.server.cli", "run", "long.py",
+                                 marker], cwd=lab.ws, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 20
+        while not _run_processes(marker, proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.002)
+        assert _run_processes(marker, proc.pid), "no run started: the check would prove nothing"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        time.sleep(1.0)
+        assert not _alive(marker), f"attempt {attempt}: the sandbox outlived the engine"
+
+
 def test_concurrent_registry_writers(tmp_path: Path) -> None:
     registry = Registry(tmp_path / "labls.db")
 
