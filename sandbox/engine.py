@@ -34,6 +34,7 @@ from .workdir import populate
 MAX_TIMEOUT_SEC = 7 * 24 * 3600
 FILE_SIZE_LIMIT_MB = 64 * 1024
 RESERVED_ENV = ("LABLS_", "PYTHONPATH")
+NAMESPACED = ("bwrap", "unshare")  # isolations whose PID namespace dies with its init
 NETWORK_ERRORS = ("ConnectionRefusedError", "ConnectionError", "gaierror", "URLError",
                   "ConnectTimeout", "ConnectionResetError", "NewConnectionError", "timeout")
 NETWORK_MESSAGES = ("Network is unreachable", "Connection refused", "name resolution",
@@ -71,8 +72,11 @@ class Engine:
         self.listener = listener or RunListener()
         self.state_dir = config.state_path(self.workspace)
         self.registry = Registry(self.state_dir / "labls.db")
+        _keep_out_of_git(self.state_dir)
         gpus = config.run.gpus if isinstance(config.run.gpus, list) else detect_gpus()
         self.slots = GpuSlots(gpus, config.run.max_concurrent)
+        self._swept = False
+        self.launcher = lifeline.Launcher(self._new_cgroup)
         self._active: dict[str, _Run] = {}
         self._lock = threading.Lock()
 
@@ -142,6 +146,7 @@ class Engine:
 
     def close(self) -> None:
         self.stop_all()
+        self.launcher.close()
         self.registry.close()
 
     # --- helpers ------------------------------------------------------------------------------
@@ -163,6 +168,14 @@ class Engine:
             if name.startswith(RESERVED_ENV):
                 raise RunInputError(f"env: {name} is set by labls and cannot be overridden")
         return str(path.relative_to(self.workspace))
+
+    def _new_cgroup(self) -> limits.PidsCgroup | None:
+        """A standby's cgroup (called on the launcher thread, off every run's path)."""
+        if not self._swept:
+            self._swept = True
+            limits.remove_stale_cgroups()
+        name = f"{os.getpid()}-{secrets.token_hex(4)}"
+        return limits.PidsCgroup.create(name, self.config.run.max_processes)
 
     def python(self) -> str:
         chosen = self.config.run.python
@@ -248,21 +261,28 @@ class _Run:
         self.record.isolation = kind
         spec = self._sandbox_spec(kind, slot)
         argv = isolation.command(spec)
-        self.cgroup = limits.PidsCgroup.create(self.record.run_id, self.cfg.run.max_processes)
-        self.watchdog = lifeline.Watchdog(self.cgroup)
-        prefix = lifeline.guard_prefix(self.cgroup)
-        prefix += limits.prlimit_prefix(
-            0 if slot.gpus else self.cfg.run.memory_mb, self.cfg.run.max_processes,
-            FILE_SIZE_LIMIT_MB, nproc=self.cgroup is None)
-        log_fd = open_log(Path(self.record.log_path))
-        self.launched_at = time.time()
+        os.close(open_log(Path(self.record.log_path)))  # the follower opens it from the start
+        standby = self.engine.launcher.take()
         try:
-            self.proc = subprocess.Popen(
-                [*prefix, *argv], stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd,
-                cwd=self.work_dir, env=spec.env if kind != "bwrap" else {"PATH": "/usr/bin:/bin"},
-                start_new_session=True, close_fds=True)
-        finally:
-            os.close(log_fd)
+            self.cgroup = standby.cgroup
+            if self.cgroup:
+                self.cgroup.set_max(self.cfg.run.max_processes)
+            prefix = limits.prlimit_prefix(
+                0 if slot.gpus else self.cfg.run.memory_mb, self.cfg.run.max_processes,
+                FILE_SIZE_LIMIT_MB, nproc=self.cgroup is None)
+            script = self.run_dir / "launch.sh"
+            script.write_text(lifeline.launch_script(
+                [*prefix, *argv], spec.env if kind != "bwrap" else {"PATH": "/usr/bin:/bin"},
+                self.work_dir, Path(self.record.log_path)))
+            self.watchdog = lifeline.Watchdog(self.cgroup)
+        except BaseException:
+            self.cgroup = None
+            standby.discard()
+            raise
+        self.launched_at = time.time()
+        self.proc = standby.proc
+        if not standby.launch(script):
+            raise RuntimeError("the run's standby process died before the launch")
         self.watchdog.watch(self.proc.pid)  # its own session: the process group is its pid
         self.record.state = "running"
         self.record.started_at = self.launched_at
@@ -335,7 +355,9 @@ class _Run:
                     self.engine.listener.on_progress(self.record, time.time() - self.launched_at)
         finally:
             os.close(pidfd)
-        self._kill_everything()  # leftovers: daemons that outlived the main process
+        # Leftovers: daemons that outlived the main process. In a PID namespace the kernel
+        # killed them with its init, so only the cgroup's list is checked, not all of /proc.
+        self._kill_everything(sweep=self.record.isolation not in NAMESPACED)
         pump.finish(timeout=300)
 
     def _terminate(self, reason: str) -> None:
@@ -360,10 +382,13 @@ class _Run:
             text = stack_file.read_text(errors="replace")
             self.stack_frames = provenance.parse_stack_dump(text, self.work_dir)
 
-    def _kill_everything(self) -> None:
+    def _kill_everything(self, sweep: bool = True) -> None:
         assert self.proc is not None
         members = self.cgroup.members() if self.cgroup else []
-        proctree.kill_tree(self.proc.pid, members)
+        if sweep:
+            proctree.kill_tree(self.proc.pid, members)
+        else:
+            proctree.signal_pids(members, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=5)
 
@@ -514,6 +539,16 @@ class _Run:
         finally:
             self.engine._finished(self)
             self.done.set()
+
+
+def _keep_out_of_git(state_dir: Path) -> None:
+    """A `.gitignore` of `*` in the state dir (as pytest and mypy do for their caches): run
+    folders never show in `git status`, and git need not walk them when a run copies the
+    workspace."""
+    ignore = state_dir / ".gitignore"
+    if not ignore.exists():
+        with contextlib.suppress(OSError):
+            ignore.write_text("# written by labls: its runs, registry and ledger stay local\n*\n")
 
 
 def _nonempty(path: Path) -> bool:

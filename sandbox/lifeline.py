@@ -1,31 +1,40 @@
-"""A run never outlives the engine that launched it, even an engine killed with SIGKILL.
+"""A run's first process: started ahead of need, tied to the engine's life, handed the run.
 
-A killed engine runs no cleanup of its own, so two ties are set up before the run starts:
+A killed engine runs no cleanup of its own, so two ties hold every run:
 
-- The guard, an argv prefix: `setpriv --pdeathsig KILL` arms the kernel to kill the run's first
-  process when the engine's launching thread dies, and the `sh` after it checks that the engine
-  is still its parent, which closes the window between the fork and the arming. The guard also
-  joins the run's pids cgroup. bwrap and `unshare --kill-child` pass that death on to everything
-  in their PID namespace.
+- The standby, the run's first process: `setpriv --pdeathsig KILL` arms the kernel to kill it
+  when the engine's launcher thread dies, and the `sh` after it checks that the engine is still
+  its parent, which closes the window between the fork and the arming. bwrap and
+  `unshare --kill-child` pass that death on to everything in their PID namespace.
 - The watchdog, a tiny `sh` in a session of its own, reading a pipe whose only writer is the
   engine. It learns the run's process group; when the pipe closes without a `done` line, the
-  engine died, and it SIGKILLs the group and the cgroup's members. This covers what the guard
-  cannot: a wrapper's own start-up race (bwrap's sandbox init arms its death signal only after
-  its clone, so an engine dying in between left that init and the run behind).
+  engine died, and it SIGKILLs the group and the cgroup's members. This covers what the
+  death signal cannot: a wrapper's own start-up race (bwrap's sandbox init arms its death signal
+  only after its clone, so an engine dying in between left that init and the run behind).
+
+The standby is started before the run asks for it, because joining a cgroup v1 is slow: the
+kernel waits for an RCU grace period, 10 to 20 ms here, on every join. A standby has paid that
+(and the `setpriv` and `sh` execs) already; a run hands it a launch script and it `exec`s.
+Death signals follow the thread that forked, so every standby comes from one long-lived
+launcher thread.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import shutil
 import subprocess
+import threading
+from collections.abc import Callable
+from pathlib import Path
 
 from .limits import PidsCgroup
 
-# $1: the engine's pid, $2: the cgroup's procs file or "", then the command.
-_GUARD = ('[ "$PPID" = "$1" ] || exit 125; [ -z "$2" ] || echo $$ > "$2" || exit 125; '
-          'shift 2; exec "$@"')
+# $1: the engine's pid, $2: the cgroup's procs file or "". stdin: the launch script's path.
+_STANDBY = ('[ "$PPID" = "$1" ] || exit 125; [ -z "$2" ] || echo $$ > "$2" || exit 125; '
+            'read -r launch || exit 125; exec 0</dev/null; . "$launch"; exit 125')
 
 # stdin: the run's process group, then `done` when the engine has finished with it. $1: the
 # cgroup's procs file or "". (dash's kill takes no `--`.)
@@ -39,12 +48,126 @@ def _procs(cgroup: PidsCgroup | None) -> str:
     return str(cgroup.path / "cgroup.procs") if cgroup else ""
 
 
-def guard_prefix(cgroup: PidsCgroup | None, parent: int | None = None) -> list[str]:
-    """The argv prefix that ties the run's life to `parent` (this process). It must be started
-    from a thread that outlives the run: death signals follow the launching thread."""
-    guard = ["/bin/sh", "-c", _GUARD, "labls-guard", str(parent or os.getpid()), _procs(cgroup)]
-    setpriv = shutil.which("setpriv")
-    return [setpriv, "--pdeathsig", "KILL", "--", *guard] if setpriv else guard
+def launch_script(argv: list[str], env: dict[str, str], cwd: Path, log: Path) -> str:
+    """The shell text a standby sources: into the work folder, output to the log (appending),
+    then `exec` the run with exactly `env`."""
+    pairs = [f"{name}={value}" for name, value in env.items()]
+    return (f"cd -- {shlex.quote(str(cwd))} || exit 125\n"
+            f"exec >>{shlex.quote(str(log))} 2>&1\n"
+            f"exec {shlex.join(['/usr/bin/env', '-i', *pairs, *argv])}\n")
+
+
+class Standby:
+    """A started, armed process in its cgroup, waiting for the script that becomes the run."""
+
+    def __init__(self, cgroup: PidsCgroup | None, parent: int | None = None) -> None:
+        self.cgroup = cgroup
+        guard = ["/bin/sh", "-c", _STANDBY, "labls-standby", str(parent or os.getpid()),
+                 _procs(cgroup)]
+        setpriv = shutil.which("setpriv")
+        read_end, self._write_end = os.pipe()
+        try:
+            self.proc = subprocess.Popen(
+                [setpriv, "--pdeathsig", "KILL", "--", *guard] if setpriv else guard,
+                stdin=read_end, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                cwd="/", env={"PATH": "/usr/bin:/bin"}, start_new_session=True, close_fds=True)
+        finally:
+            os.close(read_end)
+
+    def launch(self, script: Path) -> bool:
+        """Hand over the run: the standby sources `script`. False if it is gone."""
+        if "\n" in str(script):
+            raise ValueError(f"launch script path holds a newline: {script!r}")
+        try:
+            if self.proc.poll() is not None:
+                return False
+            os.write(self._write_end, f"{script}\n".encode())
+            return True
+        except OSError:
+            return False
+        finally:
+            os.close(self._write_end)
+
+    def discard(self) -> None:
+        """Never used: it reads end-of-file, exits without running anything, and is reaped."""
+        with contextlib.suppress(OSError):
+            os.close(self._write_end)
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        if self.cgroup:
+            self.cgroup.remove()
+
+
+class Launcher:
+    """Keeps one standby ready, all of them forked by one thread that lives as long as the
+    engine (closing it stops that thread, and with it every run it started)."""
+
+    def __init__(self, make_cgroup: Callable[[], PidsCgroup | None]) -> None:
+        self._make_cgroup = make_cgroup
+        self._ready: Standby | None = None
+        self._wanted = threading.Condition()
+        self._jobs: list[threading.Event] = []  # pending spawns; set when one was made
+        self._closed = False
+        self._thread = threading.Thread(target=self._serve, name="labls-launcher", daemon=True)
+        self._thread.start()
+        self._spawn_async()
+
+    def take(self) -> Standby:
+        """The ready standby (or a new one, waiting for it); a replacement starts behind it."""
+        while True:
+            with self._wanted:
+                if self._closed:
+                    raise RuntimeError("the engine is closed")
+                standby, self._ready = self._ready, None
+            if standby is None:
+                done = self._spawn_async()
+                done.wait()
+                continue
+            self._spawn_async()
+            if standby.proc.poll() is None:
+                return standby
+            standby.discard()
+
+    def close(self) -> None:
+        with self._wanted:
+            self._closed = True
+            standby, self._ready = self._ready, None
+            self._wanted.notify_all()
+        if standby:
+            standby.discard()
+        self._thread.join(timeout=5)
+
+    def _spawn_async(self) -> threading.Event:
+        done = threading.Event()
+        with self._wanted:
+            self._jobs.append(done)
+            self._wanted.notify_all()
+        return done
+
+    def _serve(self) -> None:
+        while True:
+            with self._wanted:
+                while not self._jobs and not self._closed:
+                    self._wanted.wait()
+                if self._closed:
+                    for job in self._jobs:
+                        job.set()
+                    return
+                job = self._jobs.pop(0)
+                have = self._ready is not None
+            if not have:
+                standby = Standby(self._make_cgroup())
+                with self._wanted:
+                    if self._closed or self._ready is not None:
+                        spare: Standby | None = standby
+                    else:
+                        self._ready, spare = standby, None
+                if spare:
+                    spare.discard()
+            job.set()
 
 
 class Watchdog:

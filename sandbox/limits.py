@@ -43,6 +43,10 @@ class PidsCgroup:
             return cls(path)
         return None
 
+    def set_max(self, max_pids: int) -> None:
+        with contextlib.suppress(OSError):
+            (self.path / "pids.max").write_text(str(max_pids))
+
     def members(self) -> list[int]:
         try:
             return [int(p) for p in (self.path / "cgroup.procs").read_text().split()]
@@ -59,6 +63,22 @@ class PidsCgroup:
     def remove(self) -> None:
         with contextlib.suppress(OSError):
             self.path.rmdir()
+
+
+def remove_stale_cgroups() -> int:
+    """Remove the empty cgroups named `<pid>-<hex>` left by engines that are gone (killed
+    before they could remove their standby's). Returns how many went."""
+    removed = 0
+    for root in PIDS_ROOTS:
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(root / "labls"):
+                owner = entry.name.split("-", 1)[0]
+                if not owner.isdigit() or Path("/proc", owner).exists():
+                    continue
+                with contextlib.suppress(OSError):
+                    os.rmdir(entry.path)  # refused while any process is still inside
+                    removed += 1
+    return removed
 
 
 def prlimit_prefix(memory_mb: int, max_processes: int, file_size_mb: int,

@@ -38,22 +38,24 @@ def run(args: Any) -> int:
         sys.stderr.write(f"{problem}\n")
     engine = Engine(workspace, cfg, _ProgressLine(sys.stderr))
     try:
-        record = engine.start(RunRequest(args.script, list(args.args), args.timeout,
-                                         label=args.label or ""))
-    except RunInputError as exc:
-        sys.stderr.write(f"labls run: {exc}\n")
-        return 2
-    interrupted = threading.Event()
+        try:
+            record = engine.start(RunRequest(args.script, list(args.args), args.timeout,
+                                             label=args.label or ""))
+        except RunInputError as exc:
+            sys.stderr.write(f"labls run: {exc}\n")
+            return 2
+        interrupted = threading.Event()
 
-    def on_signal(signum: int, frame: Any) -> None:
-        interrupted.set()
+        def on_signal(signum: int, frame: Any) -> None:
+            interrupted.set()
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    while (final := engine.wait(record.run_id, timeout=0.2)) is not None and not final.final:
-        if interrupted.is_set():
-            engine.cancel(record.run_id)
-    engine.registry.close()
+        signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGTERM, on_signal)
+        while (final := engine.wait(record.run_id, timeout=0.2)) is not None and not final.final:
+            if interrupted.is_set():
+                engine.cancel(record.run_id)
+    finally:
+        engine.close()
     assert final is not None
     sys.stderr.write("\n" if sys.stderr.isatty() else "")
     sys.stdout.write(summary(final))

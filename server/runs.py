@@ -150,6 +150,7 @@ class RunService(RunListener):
         for loop in list(self._loops.values()):
             loop.stop_requested.set()
         self.engine.stop_all(timeout=5.0)
+        self.engine.launcher.close()  # its idle standby and that one's cgroup
 
     # --- engine callbacks (run threads) ---------------------------------------------------------
     def on_progress(self, record: RunRecord, elapsed: float) -> None:

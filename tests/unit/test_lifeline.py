@@ -8,8 +8,11 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
-from labls.sandbox.lifeline import Watchdog, guard_prefix
+import pytest
+
+from labls.sandbox.lifeline import Launcher, Standby, Watchdog, launch_script
 
 
 def _alive(marker: str) -> list[str]:
@@ -21,13 +24,22 @@ def _sleeper(marker: str) -> list[str]:
     return [sys.executable, "-c", "import time; time.sleep(60)", marker]
 
 
-def _launcher(marker: str, guarded: bool, then: str) -> subprocess.Popen[bytes]:
-    """A stand-in engine: launches a sleeper (guarded or not), then runs `then`."""
+def _script(tmp: Path, argv: list[str], env: dict[str, str] | None = None) -> Path:
+    script = tmp / "launch.sh"
+    script.write_text(launch_script(argv, env or {"PATH": "/usr/bin:/bin"}, tmp, tmp / "log.txt"))
+    return script
+
+
+def _launcher(marker: str, tmp: Path, guarded: bool, then: str) -> subprocess.Popen[bytes]:
+    """A stand-in engine: launches a sleeper through a standby (or a plain Popen), then `then`."""
+    script = _script(tmp, _sleeper(marker))
     code = (
         "import subprocess, sys, time\n"
-        "from labls.sandbox.lifeline import guard_prefix\n"
-        f"prefix = guard_prefix(None) if {guarded} else []\n"
-        f"subprocess.Popen(prefix + {_sleeper(marker)!r})\n"
+        "from labls.sandbox.lifeline import Standby\n"
+        f"if {guarded}:\n"
+        f"    Standby(None).launch({str(script)!r})\n"
+        "else:\n"
+        f"    subprocess.Popen({_sleeper(marker)!r})\n"
         f"{then}\n"
     )
     return subprocess.Popen([sys.executable, "-c", code])
@@ -40,21 +52,47 @@ def _wait_gone(marker: str, seconds: float) -> list[str]:
     return _alive(marker)
 
 
-def test_guard_runs_the_command_for_its_parent() -> None:
-    done = subprocess.run([*guard_prefix(None), sys.executable, "-c", "print('ran')"],
-                          capture_output=True, text=True)
-    assert (done.returncode, done.stdout) == (0, "ran\n")
+def test_standby_runs_the_script_in_its_folder_with_its_env_and_log(tmp_path: Path) -> None:
+    code = "import os; print(os.getcwd(), os.environ['ONLY'], sorted(os.environ))"
+    env = {"ONLY": "a b'c", "LANG": "C.UTF-8"}
+    script = _script(tmp_path, [sys.executable, "-c", code, "it's"], env)
+    standby = Standby(None)
+    assert standby.launch(script)
+    assert standby.proc.wait(10) == 0
+    assert (tmp_path / "log.txt").read_text() == f"{tmp_path} a b'c ['LANG', 'ONLY']\n"
 
 
-def test_guard_refuses_when_its_parent_is_not_the_launcher() -> None:
-    done = subprocess.run([*guard_prefix(None, parent=1), sys.executable, "-c", "print('ran')"],
-                          capture_output=True, text=True)
-    assert (done.returncode, done.stdout) == (125, "")
+def test_standby_refuses_when_its_parent_is_not_the_launcher(tmp_path: Path) -> None:
+    standby = Standby(None, parent=1)
+    standby.launch(_script(tmp_path, [sys.executable, "-c", "print('ran')"]))
+    assert standby.proc.wait(10) == 125
+    assert not (tmp_path / "log.txt").exists()
 
 
-def test_run_dies_with_a_killed_launcher() -> None:
+def test_discarded_standby_runs_nothing(tmp_path: Path) -> None:
+    standby = Standby(None)
+    standby.discard()
+    assert standby.proc.returncode == 125
+
+
+def test_launcher_keeps_one_ready_and_replaces_what_it_hands_out(tmp_path: Path) -> None:
+    launcher = Launcher(lambda: None)
+    try:
+        first = launcher.take()
+        second = launcher.take()
+        assert first.proc.pid != second.proc.pid
+        assert first.launch(_script(tmp_path, [sys.executable, "-c", "print('one')"]))
+        assert first.proc.wait(10) == 0
+        second.discard()
+    finally:
+        launcher.close()
+    with pytest.raises(RuntimeError):
+        launcher.take()
+
+
+def test_run_dies_with_a_killed_launcher(tmp_path: Path) -> None:
     marker = f"labls-guard-killed-{os.getpid()}"
-    launcher = _launcher(marker, guarded=True, then="time.sleep(60)")
+    launcher = _launcher(marker, tmp_path, guarded=True, then="time.sleep(60)")
     deadline = time.monotonic() + 10
     while len(_alive(marker)) < 2 and time.monotonic() < deadline:  # the launcher and the sleeper
         time.sleep(0.05)
@@ -64,11 +102,11 @@ def test_run_dies_with_a_killed_launcher() -> None:
     assert _wait_gone(marker, 3) == []
 
 
-def test_launcher_dying_right_after_the_fork_leaves_nothing() -> None:
-    """The launcher exits the moment Popen returns; unguarded, the sleeper survives (the
+def test_launcher_dying_right_after_the_launch_leaves_nothing(tmp_path: Path) -> None:
+    """The launcher exits the moment it has handed over; unguarded, the sleeper survives (the
     positive control), guarded it never does, however the race falls."""
     control = f"labls-guard-control-{os.getpid()}"
-    _launcher(control, guarded=False, then="import os; os._exit(0)").wait()
+    _launcher(control, tmp_path, guarded=False, then="import os; os._exit(0)").wait()
     time.sleep(0.5)
     survivors = _alive(control)
     for pid in survivors:
@@ -76,8 +114,8 @@ def test_launcher_dying_right_after_the_fork_leaves_nothing() -> None:
     assert survivors, "an unguarded child should outlive its launcher"
     for attempt in range(10):
         marker = f"labls-guard-race-{os.getpid()}-{attempt}"
-        _launcher(marker, guarded=True, then="import os; os._exit(0)").wait()
-        time.sleep(0.3)  # past the guard's start, so a survivor would be seen
+        _launcher(marker, tmp_path, guarded=True, then="import os; os._exit(0)").wait()
+        time.sleep(0.3)  # past the standby's start, so a survivor would be seen
         assert _wait_gone(marker, 3) == [], f"attempt {attempt}: the run outlived its launcher"
 
 
