@@ -11,7 +11,6 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 from functools import cache
-from importlib import resources
 from pathlib import Path
 
 from .config import DatasetDecl
@@ -57,7 +56,7 @@ class CacheScan:
 
 @cache
 def builtin_specs() -> tuple[DatasetSpec, ...]:
-    text = resources.files(__package__).joinpath("datasets.toml").read_text(encoding="utf-8")
+    text = (Path(__file__).parent / "datasets.toml").read_text(encoding="utf-8")
     table = tomllib.loads(text)
     return tuple(
         DatasetSpec(name, e["path"], tuple(e["files"]), e.get("example", ""))

@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import re
-import secrets
 import select
 import signal
 import subprocess
@@ -65,8 +64,8 @@ class RunListener:
 
 
 class Engine:
-    def __init__(self, workspace: Path, config: Config,
-                 listener: RunListener | None = None) -> None:
+    def __init__(self, workspace: Path, config: Config, listener: RunListener | None = None,
+                 launcher: lifeline.Launcher | None = None) -> None:
         self.workspace = workspace.resolve()
         self.config = config
         self.listener = listener or RunListener()
@@ -75,8 +74,9 @@ class Engine:
         _keep_out_of_git(self.state_dir)
         gpus = config.run.gpus if isinstance(config.run.gpus, list) else detect_gpus()
         self.slots = GpuSlots(gpus, config.run.max_concurrent)
-        self._swept = False
-        self.launcher = lifeline.Launcher(self._new_cgroup)
+        threading.Thread(target=isolation.warm, args=(config.run.isolation,), daemon=True,
+                         name="labls-probe").start()
+        self.launcher = launcher or lifeline.Launcher()
         self._active: dict[str, _Run] = {}
         self._lock = threading.Lock()
 
@@ -87,7 +87,7 @@ class Engine:
             self.config.run.timeout_sec)
         if not 0 < budget <= MAX_TIMEOUT_SEC:
             raise RunInputError(f"timeoutSec must be in (0, {MAX_TIMEOUT_SEC}], got {budget}")
-        run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+        run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.urandom(3).hex()}"
         record = RunRecord(run_id=run_id, state="queued", script=script, args=request.args,
                            label=request.label, timeout_sec=budget,
                            network=self.config.run.network)
@@ -168,14 +168,6 @@ class Engine:
             if name.startswith(RESERVED_ENV):
                 raise RunInputError(f"env: {name} is set by labls and cannot be overridden")
         return str(path.relative_to(self.workspace))
-
-    def _new_cgroup(self) -> limits.PidsCgroup | None:
-        """A standby's cgroup (called on the launcher thread, off every run's path)."""
-        if not self._swept:
-            self._swept = True
-            limits.remove_stale_cgroups()
-        name = f"{os.getpid()}-{secrets.token_hex(4)}"
-        return limits.PidsCgroup.create(name, self.config.run.max_processes)
 
     def python(self) -> str:
         chosen = self.config.run.python
@@ -292,6 +284,7 @@ class _Run:
         pump.start()
         self.sampler = GpuSampler(slot.gpus)
         self.sampler.start()
+        datasets.all_specs(self.cfg.datasets)  # parsed once, while the run starts, for judging
         return pump
 
     def _sandbox_spec(self, kind: str, slot: Slot) -> isolation.SandboxSpec:

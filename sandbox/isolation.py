@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import threading
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 
 
@@ -33,9 +33,27 @@ INSTALL_HINT = (
 )
 
 
-@cache
+_probed: dict[str, tuple[bool, str]] = {}
+_probe_lock = threading.Lock()
+
+
 def probe(kind: str) -> tuple[bool, str]:
-    """Can this backend start a namespaced process here? (ok, reason)."""
+    """Can this backend start a namespaced process here? (ok, reason). Asked once per process;
+    a caller that comes while the first probe runs waits for its answer."""
+    with _probe_lock:
+        if kind not in _probed:
+            _probed[kind] = _probe(kind)
+        return _probed[kind]
+
+
+def warm(requested: str) -> None:
+    """Probe ahead of the first run (the engine calls this on a thread when it starts)."""
+    for kind in (["bwrap", "unshare"] if requested == "auto" else [requested]):
+        if probe(kind)[0]:
+            return
+
+
+def _probe(kind: str) -> tuple[bool, str]:
     if kind == "none":
         return True, ""
     if kind == "bwrap":

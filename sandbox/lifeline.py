@@ -30,7 +30,14 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from .limits import PidsCgroup
+from .limits import PidsCgroup, remove_stale_cgroups
+
+STANDBY_MAX_PIDS = 64  # until a run takes the standby and sets its own `run.max_processes`
+
+
+def standby_cgroup() -> PidsCgroup | None:
+    """A fresh pids cgroup named after this process, or None where none can be made."""
+    return PidsCgroup.create(f"{os.getpid()}-{os.urandom(4).hex()}", STANDBY_MAX_PIDS)
 
 # $1: the engine's pid, $2: the cgroup's procs file or "". stdin: the launch script's path.
 _STANDBY = ('[ "$PPID" = "$1" ] || exit 125; [ -z "$2" ] || echo $$ > "$2" || exit 125; '
@@ -105,12 +112,13 @@ class Launcher:
     """Keeps one standby ready, all of them forked by one thread that lives as long as the
     engine (closing it stops that thread, and with it every run it started)."""
 
-    def __init__(self, make_cgroup: Callable[[], PidsCgroup | None]) -> None:
+    def __init__(self, make_cgroup: Callable[[], PidsCgroup | None] = standby_cgroup) -> None:
         self._make_cgroup = make_cgroup
         self._ready: Standby | None = None
         self._wanted = threading.Condition()
         self._jobs: list[threading.Event] = []  # pending spawns; set when one was made
         self._closed = False
+        self._failure: OSError | None = None
         self._thread = threading.Thread(target=self._serve, name="labls-launcher", daemon=True)
         self._thread.start()
         self._spawn_async()
@@ -123,8 +131,9 @@ class Launcher:
                     raise RuntimeError("the engine is closed")
                 standby, self._ready = self._ready, None
             if standby is None:
-                done = self._spawn_async()
-                done.wait()
+                self._spawn_async().wait()
+                if self._failure is not None:
+                    raise RuntimeError(f"cannot start the run's process: {self._failure}")
                 continue
             self._spawn_async()
             if standby.proc.poll() is None:
@@ -148,6 +157,7 @@ class Launcher:
         return done
 
     def _serve(self) -> None:
+        swept = False
         while True:
             with self._wanted:
                 while not self._jobs and not self._closed:
@@ -159,7 +169,13 @@ class Launcher:
                 job = self._jobs.pop(0)
                 have = self._ready is not None
             if not have:
-                standby = Standby(self._make_cgroup())
+                try:
+                    standby = Standby(self._make_cgroup())
+                except OSError as exc:  # out of processes or memory: the waiting run fails
+                    self._failure = exc
+                    job.set()
+                    continue
+                self._failure = None
                 with self._wanted:
                     if self._closed or self._ready is not None:
                         spare: Standby | None = standby
@@ -168,6 +184,9 @@ class Launcher:
                 if spare:
                     spare.discard()
             job.set()
+            if not swept:  # once, after the first standby: cgroups of engines killed earlier
+                swept = True
+                remove_stale_cgroups()
 
 
 class Watchdog:

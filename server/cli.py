@@ -67,7 +67,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve(log_file=args.log_file, verbose=args.verbose)
     if args.verb == "datasets":
         return _datasets(args)
-    if args.verb in ("run", "runs", "show", "history", "loop"):
+    if args.verb == "run":
+        # The run's first process starts now and joins its cgroup while the engine imports.
+        from labls.sandbox.lifeline import Launcher
+
+        launcher = Launcher()
+        from . import cli_runs
+
+        return cli_runs.run(args, launcher)
+    if args.verb in ("runs", "show", "history", "loop"):
         from . import cli_runs
 
         return int(getattr(cli_runs, args.verb)(args))

@@ -16,6 +16,7 @@ from typing import Any
 
 from labls.sandbox import config
 from labls.sandbox.engine import Engine, RunInputError, RunListener, RunRequest
+from labls.sandbox.lifeline import Launcher
 from labls.sandbox.records import RunRecord
 
 
@@ -31,12 +32,12 @@ class _ProgressLine(RunListener):
         self.stream.flush()
 
 
-def run(args: Any) -> int:
+def run(args: Any, launcher: Launcher | None = None) -> int:
     workspace = Path.cwd()
     cfg, problems = config.load(workspace)
     for problem in problems:
         sys.stderr.write(f"{problem}\n")
-    engine = Engine(workspace, cfg, _ProgressLine(sys.stderr))
+    engine = Engine(workspace, cfg, _ProgressLine(sys.stderr), launcher)
     try:
         try:
             record = engine.start(RunRequest(args.script, list(args.args), args.timeout,
