@@ -109,7 +109,7 @@ class LabServer(LanguageServer):
 
 def _prewarm() -> None:
     """Import what the first commands need, off the request path."""
-    for name in ("labls.lab.prompting", "jinja2", "labls.server.edits"):
+    for name in ("labls.server.params", "labls.lab.prompting", "jinja2", "labls.server.edits"):
         importlib.import_module(name)
     from labls.prompts import _environment
 

@@ -7,13 +7,26 @@ that spawn → `initialize` answered costs no more than a bare pygls server.
 from __future__ import annotations
 
 import asyncio
+import importlib
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pygls.exceptions import JsonRpcInvalidParams
 
-from . import params as p
 from .app import LabServer, current_work_done_token
+
+if TYPE_CHECKING:
+    from . import params as p
+else:
+
+    class _OnFirstUse:
+        """`params` (cattrs and its converter, ~5 ms) loads on the first command, or when the
+        pre-warm thread gets to it, not before `initialize` is answered."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(importlib.import_module("labls.server.params"), name)
+
+    p = _OnFirstUse()
 
 
 def register(server: LabServer) -> None:
