@@ -2,7 +2,10 @@
 
 1. Launch: engine start → exit of a script that does nothing, vs. `python -c pass` directly and
    inside bwrap alone (the same flags the engine uses, minus labls's bookkeeping).
-2. `labls run` of a 2-second script vs. running it with the interpreter directly.
+2. `labls run` of a 2-second script vs. running it with the interpreter directly, both with the
+   dev venv (an editable install, whose import hook every interpreter start pays: the CLI and
+   the sandboxed script, against one start for the direct run) and with a regular install of
+   labls's wheel into a fresh venv, as `pip install labls` gives a user.
 3. Output: a script printing 500 MB, (a) to /dev/null, (b) through the engine, (c) through
    `subprocess.run(capture_output=True)`; wall time and the peak RSS of the capturing process.
 
@@ -66,12 +69,24 @@ def launch(ws: Path, n: int) -> dict[str, float]:
             "engine_start_to_record_ms": median_ms(via_engine)}
 
 
-def cli_two_seconds(ws: Path, n: int) -> dict[str, float]:
+def regular_install(tmp: Path) -> str:
+    """A fresh venv holding labls's wheel (the `labls run` path needs no other package)."""
+    venv, wheels = tmp / "regular-venv", tmp / "wheels"
+    subprocess.run([PY, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
+                    str(wheels), str(HERE.parent)], check=True, capture_output=True)
+    subprocess.run([sys.base_prefix + "/bin/python3", "-m", "venv", str(venv)], check=True)
+    subprocess.run([str(venv / "bin/pip"), "install", "-q", "--no-deps",
+                    *map(str, wheels.glob("*.whl"))], check=True, capture_output=True)
+    return str(venv / "bin/python")
+
+
+def cli_two_seconds(ws: Path, n: int, python: str = PY) -> dict[str, float]:
     (ws / "two.py").write_text("import time\ntime.sleep(2)\nprint('val_bpb: 1.0')\n")
-    labls = str(Path(PY).with_name("labls"))
+    (ws / "labls.toml").write_text(f'[run]\npython = "{python}"\n')
+    labls = str(Path(python).with_name("labls"))
     direct, via = [], []
     for _ in range(n):  # interleaved, so a noisy spell of the machine hits both alike
-        direct.append(timed([PY, "two.py"], cwd=ws, stdout=subprocess.DEVNULL))
+        direct.append(timed([python, "two.py"], cwd=ws, stdout=subprocess.DEVNULL))
         via.append(timed([labls, "run", "two.py"], cwd=ws, stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL))
     return {"direct_s": statistics.median(direct), "labls_run_s": statistics.median(via),
@@ -119,9 +134,13 @@ def main() -> None:
     parser.add_argument("--cli-reps", type=int, default=5)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=Path.home()) as tmp:
-        ws = Path(tmp)
+        ws, install = Path(tmp) / "ws", Path(tmp) / "install"  # the venv outside the workspace
+        ws.mkdir()
+        install.mkdir()
         results = {"launch": launch(ws, args.launches),
                    "cli_2s_script": cli_two_seconds(ws, args.cli_reps),
+                   "cli_2s_script_regular_install": cli_two_seconds(
+                       ws, args.cli_reps, regular_install(install)),
                    f"output_{args.mb}mb": flood(ws, args.mb)}
     write_results("engine", results)
     print(json.dumps(results, indent=2))

@@ -33,7 +33,6 @@ class OutputPump:
         self.log_path = log_path
         self.parsed = MetricSet()
         self.bytes_total = 0
-        self.lines_total = 0
         self._recent = b""  # the last TAIL_BYTES of complete lines
         self._carry = b""  # the current incomplete line (bounded by MAX_LINE)
         self._skipping = False  # inside an over-long line: drop until the next newline
@@ -76,6 +75,8 @@ class OutputPump:
                     if now - last_notify > 0.2:  # at most 5 progress updates a second
                         last_notify = now
                         self._on_metrics(self.parsed)
+                if len(chunk) < CHUNK:  # caught up with the writer: let output pile up, so a
+                    self._writers_gone.wait(IDLE_POLL_SEC)  # flood is read in big chunks
         if self._carry and not self._skipping:
             self._feed(b"\n")
         if self._on_metrics:
@@ -93,7 +94,6 @@ class OutputPump:
             self._skipping = False
         block = self._carry + head if self._carry else head
         self._carry = b""
-        self.lines_total += block.count(b"\n")
         self._recent = (self._recent + block[-TAIL_BYTES:])[-TAIL_BYTES:]
         self._extend_carry(rest)
         return parse_chunk(block, self.parsed) > 0
@@ -105,7 +105,6 @@ class OutputPump:
         if len(self._carry) > MAX_LINE:  # a line longer than we keep: keep its head only
             self._recent = (self._recent + self._carry[: TAIL_LINE_CHARS + 1] + b"\n")[
                 -TAIL_BYTES:]
-            self.lines_total += 1
             self._carry = b""
             self._skipping = True
 
