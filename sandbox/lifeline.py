@@ -55,6 +55,15 @@ def _procs(cgroup: PidsCgroup | None) -> str:
     return str(cgroup.path / "cgroup.procs") if cgroup else ""
 
 
+def _reap(proc: subprocess.Popen[bytes]) -> None:
+    """Wait for a helper that was told to exit; kill it if it does not within 5 s."""
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def launch_script(argv: list[str], env: dict[str, str], cwd: Path, log: Path) -> str:
     """The shell text a standby sources: into the work folder, output to the log (appending),
     then `exec` the run with exactly `env`."""
@@ -99,11 +108,7 @@ class Standby:
         """Never used: it reads end-of-file, exits without running anything, and is reaped."""
         with contextlib.suppress(OSError):
             os.close(self._write_end)
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        _reap(self.proc)
         if self.cgroup:
             self.cgroup.remove()
 
@@ -211,8 +216,4 @@ class Watchdog:
         with contextlib.suppress(OSError):
             os.write(self._write_end, b"done\n")
         os.close(self._write_end)
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        _reap(self.proc)
