@@ -432,12 +432,14 @@ def test_engine_killed_while_the_sandbox_starts_leaves_nothing(lab) -> None:
         proc = subprocess.Popen([sys.executable, "-m", "labls.server.cli", "run", "long.py",
                                  marker], cwd=lab.ws, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 20
-        while not _run_processes(marker, proc.pid) and time.monotonic() < deadline:
-            time.sleep(0.002)
-        assert _run_processes(marker, proc.pid), "no run started: the check would prove nothing"
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        try:
+            deadline = time.monotonic() + 20
+            while not _run_processes(marker, proc.pid) and time.monotonic() < deadline:
+                time.sleep(0.002)
+            assert _run_processes(marker, proc.pid), "no run started: the check proves nothing"
+        finally:  # killed in any case, so a failure here cannot leak into later tests
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
         time.sleep(1.0)
         assert not _alive(marker), f"attempt {attempt}: the sandbox outlived the engine"
 
