@@ -65,9 +65,10 @@ class PidsCgroup:
             self.path.rmdir()
 
 
-def remove_stale_cgroups() -> int:
-    """Remove the empty cgroups named `<pid>-<hex>` left by engines that are gone (killed
-    before they could remove their standby's). Returns how many went."""
+def remove_stale_cgroups(limit: int = 8) -> int:
+    """Remove up to `limit` empty cgroups named `<pid>-<hex>` left by engines that are gone
+    (killed before they could remove their standby's). Bounded: each cgroup removal can wait
+    for an RCU grace period and holds up other cgroup joins, a new run's among them."""
     removed = 0
     for root in PIDS_ROOTS:
         with contextlib.suppress(OSError):
@@ -75,6 +76,8 @@ def remove_stale_cgroups() -> int:
                 owner = entry.name.split("-", 1)[0]
                 if not owner.isdigit() or Path("/proc", owner).exists():
                     continue
+                if removed >= limit:
+                    return removed
                 with contextlib.suppress(OSError):
                     os.rmdir(entry.path)  # refused while any process is still inside
                     removed += 1
