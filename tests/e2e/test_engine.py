@@ -403,9 +403,9 @@ def test_crash_of_the_engine_leaves_run_interrupted(lab, tmp_path: Path) -> None
     while not registry.recent(1, "running") and time.monotonic() < deadline:
         time.sleep(0.05)
     assert registry.recent(1, "running"), err_log.read_text()
-    while not _alive(marker) and time.monotonic() < deadline:
+    while not _run_processes(marker) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert _alive(marker), "the run never started: the check below would prove nothing"
+    assert _run_processes(marker), "the run never started: the check below would prove nothing"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     registry.close()
@@ -417,9 +417,12 @@ def test_crash_of_the_engine_leaves_run_interrupted(lab, tmp_path: Path) -> None
     assert runs[1].metrics == {"val_bpb": 1.0}
 
 
-def _run_processes(marker: str, engine_pid: int) -> list[str]:
-    """Processes of a run holding `marker`, not counting the engine that holds it too."""
-    return [pid for pid in _alive(marker) if int(pid) != engine_pid]
+def _run_processes(marker: str) -> list[str]:
+    """Processes of a run holding `marker`. The engine holds it too, and so does each child it
+    forks until that child execs (git, the watchdog): both carry the CLI's command line."""
+    out = subprocess.run(["pgrep", "-af", marker], capture_output=True, text=True)
+    return [line.split()[0] for line in out.stdout.splitlines()
+            if "labls.server.cli" not in line]
 
 
 def test_engine_killed_while_the_sandbox_starts_leaves_nothing(lab) -> None:
@@ -434,9 +437,9 @@ def test_engine_killed_while_the_sandbox_starts_leaves_nothing(lab) -> None:
                                 stderr=subprocess.DEVNULL)
         try:
             deadline = time.monotonic() + 20
-            while not _run_processes(marker, proc.pid) and time.monotonic() < deadline:
+            while not _run_processes(marker) and time.monotonic() < deadline:
                 time.sleep(0.002)
-            assert _run_processes(marker, proc.pid), "no run started: the check proves nothing"
+            assert _run_processes(marker), "no run started: the check proves nothing"
         finally:  # killed in any case, so a failure here cannot leak into later tests
             proc.send_signal(signal.SIGKILL)
             proc.wait()
