@@ -19,10 +19,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import datasets, isolation, lifeline, limits, metrics, proctree, provenance
-from .capture import OutputPump, open_log
+from . import isolation, lifeline, limits, proctree
 from .config import Config
 from .gpus import GpuSampler, GpuSlots, Slot, detect_gpus, gpu_device_nodes
 from .harness import HARNESS_DIR
@@ -30,14 +29,15 @@ from .records import RunRecord, make_error
 from .registry import Registry
 from .workdir import populate
 
+if TYPE_CHECKING:  # loaded by a run's thread once its process has its script (see `_launch`)
+    from .capture import OutputPump
+    from .metrics import MetricSet
+    from .provenance import Frame
+
 MAX_TIMEOUT_SEC = 7 * 24 * 3600
 FILE_SIZE_LIMIT_MB = 64 * 1024
 RESERVED_ENV = ("LABLS_", "PYTHONPATH")
 NAMESPACED = ("bwrap", "unshare")  # isolations whose PID namespace dies with its init
-NETWORK_ERRORS = ("ConnectionRefusedError", "ConnectionError", "gaierror", "URLError",
-                  "ConnectTimeout", "ConnectionResetError", "NewConnectionError", "timeout")
-NETWORK_MESSAGES = ("Network is unreachable", "Connection refused", "name resolution",
-                    "Name or service not known", "No route to host", "getaddrinfo")
 
 
 class RunInputError(ValueError):
@@ -199,7 +199,7 @@ class _Run:
         self.done = threading.Event()
         self.grace_cap: float | None = None
         self.stop_reason: str | None = None
-        self.stack_frames: list[provenance.Frame] = []
+        self.stack_frames: list[Frame] = []
         self.proc: subprocess.Popen[bytes] | None = None
         self.cgroup: limits.PidsCgroup | None = None
         self.watchdog: lifeline.Watchdog | None = None
@@ -223,7 +223,9 @@ class _Run:
             self.record.device = "cuda" if slot.gpus else "cpu"
             pump = self._launch(slot)
             self._supervise(pump)
-            self._judge(pump)
+            from . import judge
+
+            self._end(*judge.judge(self, pump))
         except InterruptedError:
             self._end("cancelled", make_error("cancelled", "cancelled while queued"))
         except isolation.RunRefused as exc:
@@ -253,19 +255,19 @@ class _Run:
         self.record.isolation = kind
         spec = self._sandbox_spec(kind, slot)
         argv = isolation.command(spec)
-        os.close(open_log(Path(self.record.log_path)))  # the follower opens it from the start
+        open(self.record.log_path, "ab").close()  # the follower opens it from the start
         standby = self.engine.launcher.take()
         try:
             self.cgroup = standby.cgroup
             if self.cgroup:
                 self.cgroup.set_max(self.cfg.run.max_processes)
-            prefix = limits.prlimit_prefix(
-                0 if slot.gpus else self.cfg.run.memory_mb, self.cfg.run.max_processes,
-                FILE_SIZE_LIMIT_MB, nproc=self.cgroup is None)
+            limits.apply_rlimits(
+                standby.proc.pid, 0 if slot.gpus else self.cfg.run.memory_mb,
+                self.cfg.run.max_processes, FILE_SIZE_LIMIT_MB, nproc=self.cgroup is None)
             script = self.run_dir / "launch.sh"
-            script.write_text(lifeline.launch_script(
-                [*prefix, *argv], spec.env if kind != "bwrap" else {"PATH": "/usr/bin:/bin"},
-                self.work_dir, Path(self.record.log_path)))
+            script.write_text(lifeline.launch_script(  # bwrap sets the run's env itself
+                argv, spec.env if kind != "bwrap" else None, self.work_dir,
+                Path(self.record.log_path)))
             self.watchdog = lifeline.Watchdog(self.cgroup)
         except BaseException:
             self.cgroup = None
@@ -280,11 +282,15 @@ class _Run:
         self.record.started_at = self.launched_at
         self.engine.registry.save(self.record)
         self.engine.listener.on_start(self.record)
+        # Only now, while the run's interpreter starts, the modules that follow and judge it load.
+        from . import judge
+        from .capture import OutputPump
+
         pump = OutputPump(Path(self.record.log_path), self._on_metrics)
         pump.start()
         self.sampler = GpuSampler(slot.gpus)
         self.sampler.start()
-        datasets.all_specs(self.cfg.datasets)  # parsed once, while the run starts, for judging
+        judge.prepare(self.cfg)
         return pump
 
     def _sandbox_spec(self, kind: str, slot: Slot) -> isolation.SandboxSpec:
@@ -372,8 +378,9 @@ class _Run:
             self.proc.wait(timeout=grace)
         self._kill_everything()
         if _nonempty(stack_file):
-            text = stack_file.read_text(errors="replace")
-            self.stack_frames = provenance.parse_stack_dump(text, self.work_dir)
+            from . import judge
+
+            self.stack_frames = judge.stack_frames(stack_file, self.work_dir)
 
     def _kill_everything(self, sweep: bool = True) -> None:
         assert self.proc is not None
@@ -385,131 +392,9 @@ class _Run:
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=5)
 
-    def _on_metrics(self, parsed: metrics.MetricSet) -> None:
+    def _on_metrics(self, parsed: MetricSet) -> None:
         self.record.metrics = {k: v for k, v in parsed.values.items() if v == v}
         self.record.dataset_used = list(parsed.stamps)
-
-    # --- judging the outcome ------------------------------------------------------------------
-    def _judge(self, pump: OutputPump) -> None:
-        assert self.proc is not None
-        self.record.log_tail = pump.tail()
-        self.sampler.stop()
-        self.record.peak_gpu_mem_mb = self.sampler.peak_mb
-        self.record.mean_gpu_util = self.sampler.mean_util
-        code = self.proc.returncode
-        self.record.exit_code = code if code is not None and code >= 0 else None
-        self.record.signal = -code if code is not None and code < 0 else None
-        merged = metrics.merge(self._metric_sources(pump))
-        self.record.metrics = merged.metrics
-        self.record.metric_sources = merged.sources
-        self.record.metrics_source = merged.source
-        self.record.structured = {"conditions": merged.conditions, "nonFinite": merged.non_finite,
-                                  "seriesLengths": {k: len(v) for k, v in merged.series.items()}}
-        self.series = merged.series
-        self.record.dataset_used = list(pump.parsed.stamps)
-        probe = provenance.read_probe(self.probe_dir)
-        scan = datasets.scan(self.cfg.dataset_cache_root, self.cfg.datasets)
-        self.record.provenance = provenance.verdict(
-            pump.parsed.stamps, probe.opened, scan, datasets.all_specs(self.cfg.datasets))
-        self.record.network_attempts = [self._relative(e) for e in probe.network]
-        state, error = self._outcome(pump, merged, probe)
-        self._end(state, error)
-
-    def _metric_sources(self, pump: OutputPump) -> dict[str, metrics.MetricSet]:
-        found = {"stdout": pump.parsed}
-        harness = self.probe_dir / "metrics.jsonl"
-        if harness.exists():
-            with open(harness, encoding="utf-8", errors="replace") as f:
-                found["harness"] = metrics.parse_harness_lines(f)
-        for candidate in (self.work_dir / "results.json", self.work_dir / "results/results.json"):
-            with contextlib.suppress(OSError, ValueError):
-                if candidate.stat().st_mtime >= self.launched_at - 0.01:  # written by this run
-                    found["resultsFile"] = metrics.parse_results_json(
-                        json.loads(candidate.read_text(encoding="utf-8")))
-                    break
-        return found
-
-    def _outcome(self, pump: OutputPump, merged: metrics.Merged,
-                 probe: provenance.ProbeEvents) -> tuple[str, dict[str, Any] | None]:
-        if self.stop_reason is not None:
-            frame = provenance.innermost_workspace_frame(self.stack_frames, newest_first=True)
-            where = f" while running {frame.rel}:{frame.line} ({frame.func})" if frame else ""
-            if self.stop_reason == "timeout":
-                message = f"the {self.record.timeout_sec:g} s budget ran out{where}"
-                return "timedOut", self._error("timeout", message, frame)
-            return "cancelled", self._error("cancelled", f"cancelled{where}", frame)
-        tests_ran = (self.record.script == "-m pytest" and self.proc is not None
-                     and self.proc.returncode == 1 and "pass_rate" in merged.metrics)
-        if self.proc is not None and self.proc.returncode != 0 and not tests_ran:
-            # (pytest exits 1 when some tests fail: for a code experiment that is a result)
-            return "failed", self._failure(pump, probe)
-        judged = self.cfg.metric.name
-        if judged in merged.non_finite:
-            return "failed", make_error(
-                "nan", f"{judged} is {merged.non_finite[judged]}: the run diverged")
-        if not merged.metrics and not merged.non_finite:
-            return "failed", make_error(
-                "noMetrics", "the run exited 0 but reported no metrics (no `name: value` lines, "
-                "results.json or harness records)")
-        return "succeeded", None
-
-    def _failure(self, pump: OutputPump, probe: provenance.ProbeEvents) -> dict[str, Any]:
-        parsed = provenance.parse_traceback(self._log_end(), self.work_dir)
-        code = self.proc.returncode if self.proc else None
-        if self.cgroup and self.cgroup.hit_limit():
-            return make_error("oom", f"the run hit the limit of {self.cfg.run.max_processes} "
-                              "processes (run.max_processes)")
-        if parsed is None:
-            how = f"killed by signal {-code}" if code is not None and code < 0 else (
-                f"exited with code {code}")
-            kind = "oom" if code == -signal.SIGKILL and self.cfg.run.memory_mb else "exception"
-            return make_error(kind, f"the run {how} without a Python traceback")
-        frames, exception = parsed
-        self.record.traceback = [f.wire() for f in frames]
-        frame = provenance.innermost_workspace_frame(frames)
-        exc_type = exception.split(":", 1)[0].rsplit(".", 1)[-1]
-        remote = [e for e in probe.network if not e.get("local")]
-        if exc_type in NETWORK_ERRORS or (probe.network and any(
-                w in exception for w in NETWORK_MESSAGES)):
-            attempts = remote or probe.network
-            if attempts:
-                attempt = attempts[-1]
-                rel = self._relative(attempt)
-                return make_error("network", f"{exception} (network is disabled in runs: load "
-                                  "data from the dataset cache instead)", rel.get("file"),
-                                  rel.get("line"))
-            return self._error("network", exception, frame)
-        if exc_type == "MemoryError":
-            return self._error("oom", exception, frame)
-        if exc_type == "FileNotFoundError" and self._about_datasets(exception, probe):
-            return self._error("datasetMissing", exception, frame)
-        return self._error("exception", exception, frame)
-
-    def _about_datasets(self, exception: str, probe: provenance.ProbeEvents) -> bool:
-        root = self.cfg.dataset_cache_root
-        names = [s.name.lower() for s in datasets.all_specs(self.cfg.datasets)]
-        missing_opened = [p for p in probe.opened if not os.path.exists(p)]
-        text = exception.lower()
-        return bool(missing_opened) or root in exception or any(n in text for n in names) or (
-            "dataset" in text)
-
-    def _error(self, kind: str, message: str,
-               frame: provenance.Frame | None) -> dict[str, Any]:
-        return make_error(kind, message, frame.rel if frame else None,
-                          frame.line if frame else None)
-
-    def _relative(self, event: dict[str, Any]) -> dict[str, Any]:
-        out = dict(event)
-        prefix = str(self.work_dir) + os.sep
-        if str(out.get("file", "")).startswith(prefix):
-            out["file"] = out["file"][len(prefix):]
-        return out
-
-    def _log_end(self, size: int = 256 * 1024) -> str:
-        path = Path(self.record.log_path)
-        with open(path, "rb") as f:
-            f.seek(max(0, path.stat().st_size - size))
-            return f.read().decode("utf-8", "replace")
 
     def _end(self, state: str, error: dict[str, Any] | None) -> None:
         self.record.state = state

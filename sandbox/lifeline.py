@@ -64,13 +64,14 @@ def _reap(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def launch_script(argv: list[str], env: dict[str, str], cwd: Path, log: Path) -> str:
+def launch_script(argv: list[str], env: dict[str, str] | None, cwd: Path, log: Path) -> str:
     """The shell text a standby sources: into the work folder, output to the log (appending),
-    then `exec` the run with exactly `env`."""
-    pairs = [f"{name}={value}" for name, value in env.items()]
+    then `exec` the run with exactly `env` (None: the standby's own, `PATH` alone)."""
+    if env is not None:
+        argv = ["/usr/bin/env", "-i", *(f"{name}={value}" for name, value in env.items()), *argv]
     return (f"cd -- {shlex.quote(str(cwd))} || exit 125\n"
             f"exec >>{shlex.quote(str(log))} 2>&1\n"
-            f"exec {shlex.join(['/usr/bin/env', '-i', *pairs, *argv])}\n")
+            f"exec {shlex.join(argv)}\n")
 
 
 class Standby:
@@ -117,8 +118,10 @@ class Launcher:
     """Keeps one standby ready, all of them forked by one thread that lives as long as the
     engine (closing it stops that thread, and with it every run it started)."""
 
-    def __init__(self, make_cgroup: Callable[[], PidsCgroup | None] = standby_cgroup) -> None:
+    def __init__(self, make_cgroup: Callable[[], PidsCgroup | None] = standby_cgroup,
+                 refill: bool = True) -> None:
         self._make_cgroup = make_cgroup
+        self._refill = refill  # False: a single run (the CLI) needs no replacement started
         self._ready: Standby | None = None
         self._wanted = threading.Condition()
         self._jobs: list[threading.Event] = []  # pending spawns; set when one was made
@@ -129,7 +132,8 @@ class Launcher:
         self._spawn_async()
 
     def take(self) -> Standby:
-        """The ready standby (or a new one, waiting for it); a replacement starts behind it."""
+        """The ready standby (or a new one, waiting for it); a replacement starts behind it
+        unless the launcher was made with `refill=False`."""
         while True:
             with self._wanted:
                 if self._closed:
@@ -140,7 +144,8 @@ class Launcher:
                 if self._failure is not None:
                     raise RuntimeError(f"cannot start the run's process: {self._failure}")
                 continue
-            self._spawn_async()
+            if self._refill:
+                self._spawn_async()
             if standby.proc.poll() is None:
                 return standby
             standby.discard()

@@ -1,18 +1,20 @@
-"""Resource limits for a run, as an argv prefix (no `preexec_fn`: the server has threads).
+"""Resource limits for a run, set on its first process before it becomes the run (no
+`preexec_fn`: the server has threads), and inherited by everything the run starts.
 
 - Process count: a `pids` cgroup when this process may create one (root on cgroup v1 or v2),
   joined by the launch guard (`lifeline.py`) before anything of the run starts; otherwise
-  `RLIMIT_NPROC`
-  via `prlimit`, which holds for non-root users (the kernel does not apply it to root).
-- Memory: `RLIMIT_AS` via `prlimit` on CPU runs only (it breaks CUDA's address-space reservations).
+  `RLIMIT_NPROC`, which holds for non-root users (the kernel does not apply it to root).
+- Memory: `RLIMIT_AS` on CPU runs only (it breaks CUDA's address-space reservations).
 - File size: `RLIMIT_FSIZE`, so a runaway writer gets `EFBIG` rather than filling the disk.
+
+The rlimits are set with `prlimit(2)` on the waiting standby process, not with a `prlimit`
+command in front of the run: one exec fewer on every launch.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 from pathlib import Path
 
 PIDS_ROOTS = (Path("/sys/fs/cgroup/pids"), Path("/sys/fs/cgroup"))
@@ -84,16 +86,19 @@ def remove_stale_cgroups(limit: int = 8) -> int:
     return removed
 
 
-def prlimit_prefix(memory_mb: int, max_processes: int, file_size_mb: int,
-                   nproc: bool) -> list[str]:
-    args = []
+def apply_rlimits(pid: int, memory_mb: int, max_processes: int, file_size_mb: int,
+                 nproc: bool) -> None:
+    """Lower the limits of process `pid` (soft and hard), which all its children inherit."""
+    import resource
+
+    wanted = [(resource.RLIMIT_FSIZE, file_size_mb * 1024 * 1024)]
     if memory_mb:
-        args.append(f"--as={memory_mb * 1024 * 1024}")
+        wanted.append((resource.RLIMIT_AS, memory_mb * 1024 * 1024))
     if nproc and max_processes:
-        args.append(f"--nproc={max_processes}")
-    if file_size_mb:
-        args.append(f"--fsize={file_size_mb * 1024 * 1024}")
-    tool = shutil.which("prlimit")
-    if not args or tool is None:
-        return []
-    return [tool, *args, "--"]
+        wanted.append((resource.RLIMIT_NPROC, max_processes))
+    for which, limit in wanted:
+        hard = resource.prlimit(pid, which)[1]
+        if hard != resource.RLIM_INFINITY:
+            limit = min(limit, hard)  # never above what this machine already allows
+        if limit:
+            resource.prlimit(pid, which, (limit, limit))

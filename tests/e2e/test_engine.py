@@ -283,6 +283,18 @@ def test_memory_hog_is_contained(lab) -> None:
     assert record.error["line"] == 4
 
 
+def test_run_inherits_its_rlimits_and_the_engine_keeps_its_own(lab) -> None:
+    own = resource.getrlimit(resource.RLIMIT_AS)
+    record = lab.run("""
+        import resource
+        print("as_mb:", resource.getrlimit(resource.RLIMIT_AS)[1] / 2**20)
+        print("fsize_gb:", resource.getrlimit(resource.RLIMIT_FSIZE)[1] / 2**30)
+    """, memory_mb=700)
+    assert record.state == "succeeded", record.error
+    assert record.metrics == {"as_mb": 700.0, "fsize_gb": 64.0}
+    assert resource.getrlimit(resource.RLIMIT_AS) == own
+
+
 def test_output_flood_keeps_engine_memory_flat(lab) -> None:
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     record = lab.run("""

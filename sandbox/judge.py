@@ -1,0 +1,169 @@
+"""The verdict on a run whose processes are gone: its metrics merged from every source, its
+dataset provenance, and, when it failed, why and on which workspace line.
+
+A run's thread imports this module (and the parsing modules it needs) once the run's process has
+been handed its script: they load while the run's interpreter starts, not before it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import datasets, metrics, provenance
+from .records import make_error
+
+if TYPE_CHECKING:
+    from .capture import OutputPump
+    from .config import Config
+    from .engine import _Run
+
+NETWORK_ERRORS = ("ConnectionRefusedError", "ConnectionError", "gaierror", "URLError",
+                  "ConnectTimeout", "ConnectionResetError", "NewConnectionError", "timeout")
+NETWORK_MESSAGES = ("Network is unreachable", "Connection refused", "name resolution",
+                    "Name or service not known", "No route to host", "getaddrinfo")
+
+
+def prepare(config: Config) -> None:
+    """What judging reads that can be read before the run ends: the dataset specs (cached)."""
+    datasets.all_specs(config.datasets)
+
+
+def judge(run: _Run, pump: OutputPump) -> tuple[str, dict[str, Any] | None]:
+    """Fill the record from what the run left behind; its final state and error."""
+    assert run.proc is not None
+    record = run.record
+    record.log_tail = pump.tail()
+    run.sampler.stop()
+    record.peak_gpu_mem_mb = run.sampler.peak_mb
+    record.mean_gpu_util = run.sampler.mean_util
+    code = run.proc.returncode
+    record.exit_code = code if code is not None and code >= 0 else None
+    record.signal = -code if code is not None and code < 0 else None
+    merged = metrics.merge(_metric_sources(run, pump))
+    record.metrics = merged.metrics
+    record.metric_sources = merged.sources
+    record.metrics_source = merged.source
+    record.structured = {"conditions": merged.conditions, "nonFinite": merged.non_finite,
+                         "seriesLengths": {k: len(v) for k, v in merged.series.items()}}
+    run.series = merged.series
+    record.dataset_used = list(pump.parsed.stamps)
+    probe = provenance.read_probe(run.probe_dir)
+    specs = datasets.all_specs(run.cfg.datasets)
+    scan = datasets.scan(run.cfg.dataset_cache_root, run.cfg.datasets)
+    record.provenance = provenance.verdict(pump.parsed.stamps, probe.opened, scan, specs)
+    record.network_attempts = [_relative(run, e) for e in probe.network]
+    return _outcome(run, merged, probe)
+
+
+def stack_frames(dump: Path, work_dir: Path) -> list[provenance.Frame]:
+    """Where the run's code was when it was stopped (the faulthandler dump), or nothing."""
+    with contextlib.suppress(OSError):
+        text = dump.read_text(errors="replace")
+        return provenance.parse_stack_dump(text, work_dir)
+    return []
+
+
+def _metric_sources(run: _Run, pump: OutputPump) -> dict[str, metrics.MetricSet]:
+    found = {"stdout": pump.parsed}
+    harness = run.probe_dir / "metrics.jsonl"
+    if harness.exists():
+        with open(harness, encoding="utf-8", errors="replace") as f:
+            found["harness"] = metrics.parse_harness_lines(f)
+    for candidate in (run.work_dir / "results.json", run.work_dir / "results/results.json"):
+        with contextlib.suppress(OSError, ValueError):
+            if candidate.stat().st_mtime >= run.launched_at - 0.01:  # written by this run
+                found["resultsFile"] = metrics.parse_results_json(
+                    json.loads(candidate.read_text(encoding="utf-8")))
+                break
+    return found
+
+
+def _outcome(run: _Run, merged: metrics.Merged,
+             probe: provenance.ProbeEvents) -> tuple[str, dict[str, Any] | None]:
+    if run.stop_reason is not None:
+        frame = provenance.innermost_workspace_frame(run.stack_frames, newest_first=True)
+        where = f" while running {frame.rel}:{frame.line} ({frame.func})" if frame else ""
+        if run.stop_reason == "timeout":
+            message = f"the {run.record.timeout_sec:g} s budget ran out{where}"
+            return "timedOut", _error("timeout", message, frame)
+        return "cancelled", _error("cancelled", f"cancelled{where}", frame)
+    code = run.proc.returncode if run.proc else None
+    tests_ran = (run.record.script == "-m pytest" and code == 1
+                 and "pass_rate" in merged.metrics)
+    if code != 0 and not tests_ran:
+        # (pytest exits 1 when some tests fail: for a code experiment that is a result)
+        return "failed", _failure(run, probe)
+    judged = run.cfg.metric.name
+    if judged in merged.non_finite:
+        return "failed", make_error(
+            "nan", f"{judged} is {merged.non_finite[judged]}: the run diverged")
+    if not merged.metrics and not merged.non_finite:
+        return "failed", make_error(
+            "noMetrics", "the run exited 0 but reported no metrics (no `name: value` lines, "
+            "results.json or harness records)")
+    return "succeeded", None
+
+
+def _failure(run: _Run, probe: provenance.ProbeEvents) -> dict[str, Any]:
+    parsed = provenance.parse_traceback(_log_end(Path(run.record.log_path)), run.work_dir)
+    code = run.proc.returncode if run.proc else None
+    if run.cgroup and run.cgroup.hit_limit():
+        return make_error("oom", f"the run hit the limit of {run.cfg.run.max_processes} "
+                          "processes (run.max_processes)")
+    if parsed is None:
+        how = f"killed by signal {-code}" if code is not None and code < 0 else (
+            f"exited with code {code}")
+        kind = "oom" if code == -signal.SIGKILL and run.cfg.run.memory_mb else "exception"
+        return make_error(kind, f"the run {how} without a Python traceback")
+    frames, exception = parsed
+    run.record.traceback = [f.wire() for f in frames]
+    frame = provenance.innermost_workspace_frame(frames)
+    exc_type = exception.split(":", 1)[0].rsplit(".", 1)[-1]
+    remote = [e for e in probe.network if not e.get("local")]
+    if exc_type in NETWORK_ERRORS or (probe.network and any(
+            w in exception for w in NETWORK_MESSAGES)):
+        attempts = remote or probe.network
+        if attempts:
+            rel = _relative(run, attempts[-1])
+            return make_error("network", f"{exception} (network is disabled in runs: load "
+                              "data from the dataset cache instead)", rel.get("file"),
+                              rel.get("line"))
+        return _error("network", exception, frame)
+    if exc_type == "MemoryError":
+        return _error("oom", exception, frame)
+    if exc_type == "FileNotFoundError" and _about_datasets(run, exception, probe):
+        return _error("datasetMissing", exception, frame)
+    return _error("exception", exception, frame)
+
+
+def _about_datasets(run: _Run, exception: str, probe: provenance.ProbeEvents) -> bool:
+    root = run.cfg.dataset_cache_root
+    names = [s.name.lower() for s in datasets.all_specs(run.cfg.datasets)]
+    missing_opened = [p for p in probe.opened if not os.path.exists(p)]
+    text = exception.lower()
+    return bool(missing_opened) or root in exception or any(n in text for n in names) or (
+        "dataset" in text)
+
+
+def _error(kind: str, message: str, frame: provenance.Frame | None) -> dict[str, Any]:
+    return make_error(kind, message, frame.rel if frame else None,
+                      frame.line if frame else None)
+
+
+def _relative(run: _Run, event: dict[str, Any]) -> dict[str, Any]:
+    out = dict(event)
+    prefix = str(run.work_dir) + os.sep
+    if str(out.get("file", "")).startswith(prefix):
+        out["file"] = out["file"][len(prefix):]
+    return out
+
+
+def _log_end(path: Path, size: int = 256 * 1024) -> str:
+    with open(path, "rb") as f:
+        f.seek(max(0, path.stat().st_size - size))
+        return f.read().decode("utf-8", "replace")
