@@ -28,6 +28,7 @@ from common import write_results
 
 HERE = Path(__file__).resolve().parent
 PY = sys.executable
+SOURCES = ("labls_pkg", "server", "sandbox", "lab", "prompts")
 FLOOD = """
 import sys
 block = ("x" * 99 + "\\n") * 10000
@@ -133,6 +134,10 @@ def main() -> None:
     parser.add_argument("--launches", type=int, default=20)
     parser.add_argument("--cli-reps", type=int, default=5)
     args = parser.parse_args()
+    # Bytecode as an install leaves it: without this, a PYTHONDONTWRITEBYTECODE shell would make
+    # every CLI start compile whichever of labls's modules changed since their .pyc was written.
+    subprocess.run([PY, "-m", "compileall", "-q", *(str(HERE.parent / d) for d in SOURCES)],
+                   check=True, stdout=subprocess.DEVNULL)
     with tempfile.TemporaryDirectory(dir=Path.home()) as tmp:
         ws, install = Path(tmp) / "ws", Path(tmp) / "install"  # the venv outside the workspace
         ws.mkdir()

@@ -26,13 +26,13 @@ from .config import Config
 from .gpus import GpuSampler, GpuSlots, Slot, detect_gpus, gpu_device_nodes
 from .harness import HARNESS_DIR
 from .records import RunRecord, make_error
-from .registry import Registry
 from .workdir import populate
 
 if TYPE_CHECKING:  # loaded by a run's thread once its process has its script (see `_launch`)
     from .capture import OutputPump
     from .metrics import MetricSet
     from .provenance import Frame
+    from .registry import Registry
 
 MAX_TIMEOUT_SEC = 7 * 24 * 3600
 FILE_SIZE_LIMIT_MB = 64 * 1024
@@ -70,7 +70,8 @@ class Engine:
         self.config = config
         self.listener = listener or RunListener()
         self.state_dir = config.state_path(self.workspace)
-        self.registry = Registry(self.state_dir / "labls.db")
+        self._registry: Registry | None = None
+        self._registry_lock = threading.Lock()
         _keep_out_of_git(self.state_dir)
         gpus = config.run.gpus if isinstance(config.run.gpus, list) else detect_gpus()
         self.slots = GpuSlots(gpus, config.run.max_concurrent)
@@ -94,8 +95,7 @@ class Engine:
         run_dir = self.state_dir / "runs" / run_id
         record.log_path = str(run_dir / "log.txt")
         record.results_path = str(run_dir / "results.json")
-        self.registry.save(record)
-        run = _Run(self, record, request, run_dir)
+        run = _Run(self, record, request, run_dir)  # it saves the record: queued or running
         with self._lock:
             self._active[run_id] = run
         run.thread.start()
@@ -115,7 +115,16 @@ class Engine:
             return run_id in self._active
 
     def recent(self, limit: int = 50, state: str | None = None) -> list[RunRecord]:
-        return self.registry.recent(limit, state)
+        """Most recent first: the registry's records, and the live ones of this engine's runs
+        (a run is first saved when it has to queue or once its process has started)."""
+        with self._lock:
+            live = [run.record for run in self._active.values()]
+        chosen = {r.run_id: r for r in self.registry.recent(limit + len(live), state)}
+        for record in live:
+            chosen.pop(record.run_id, None)
+            if state is None or record.state == state:
+                chosen[record.run_id] = record
+        return sorted(chosen.values(), key=lambda r: r.created_at, reverse=True)[:limit]
 
     def wait(self, run_id: str, timeout: float | None = None) -> RunRecord | None:
         with self._lock:
@@ -147,7 +156,20 @@ class Engine:
     def close(self) -> None:
         self.stop_all()
         self.launcher.close()
-        self.registry.close()
+        with self._registry_lock:
+            if self._registry is not None:
+                self._registry.close()
+
+    @property
+    def registry(self) -> Registry:
+        """Opened on first use (opening marks the runs of a dead engine `interrupted`): for
+        `labls run`, once the run's process has been handed its script."""
+        with self._registry_lock:
+            if self._registry is None:
+                from .registry import Registry
+
+                self._registry = Registry(self.state_dir / "labls.db")
+            return self._registry
 
     # --- helpers ------------------------------------------------------------------------------
     def _check(self, request: RunRequest) -> str:
@@ -218,7 +240,10 @@ class _Run:
         slot: Slot | None = None
         pump: OutputPump | None = None
         try:
-            slot = self.engine.slots.acquire(self.request.gpus, self.cancel_requested)
+            slot = self.engine.slots.try_acquire(self.request.gpus)
+            if slot is None:
+                self.engine.registry.save(self.record)  # queued
+                slot = self.engine.slots.acquire(self.request.gpus, self.cancel_requested)
             self.record.gpus = slot.gpus
             self.record.device = "cuda" if slot.gpus else "cpu"
             pump = self._launch(slot)
@@ -268,7 +293,7 @@ class _Run:
             script.write_text(lifeline.launch_script(  # bwrap sets the run's env itself
                 argv, spec.env if kind != "bwrap" else None, self.work_dir,
                 Path(self.record.log_path)))
-            self.watchdog = lifeline.Watchdog(self.cgroup)
+            self.watchdog = standby.watchdog
         except BaseException:
             self.cgroup = None
             standby.discard()

@@ -54,13 +54,21 @@ class GpuSlots:
             while True:
                 if cancelled.is_set():
                     raise InterruptedError("cancelled while queued")
-                picked = self._pick(want)
-                if picked is not None and self._running < self.capacity:
-                    for g in picked:
-                        self._free.remove(g)
-                    self._running += 1
-                    return Slot(picked)
+                slot = self.try_acquire(want)
+                if slot is not None:
+                    return slot
                 self._cond.wait(timeout=0.2)
+
+    def try_acquire(self, want: int | list[int] | None) -> Slot | None:
+        """A slot if one (and `want` GPUs) is free now, else None."""
+        with self._cond:
+            picked = self._pick(want)
+            if picked is None or self._running >= self.capacity:
+                return None
+            for g in picked:
+                self._free.remove(g)
+            self._running += 1
+            return Slot(picked)
 
     def _pick(self, want: int | list[int] | None) -> list[int] | None:
         if isinstance(want, list):

@@ -43,10 +43,12 @@ def standby_cgroup() -> PidsCgroup | None:
 _STANDBY = ('[ "$PPID" = "$1" ] || exit 125; [ -z "$2" ] || echo $$ > "$2" || exit 125; '
             'read -r launch || exit 125; exec 0</dev/null; . "$launch"; exit 125')
 
-# stdin: the run's process group, then `done` when the engine has finished with it. $1: the
+# stdin: the run's process group, then `done` when the engine has finished with it (or `done`
+# alone for a standby never launched). $1: the
 # cgroup's procs file or "". (dash's kill takes no `--`.)
 _WATCHDOG = (
-    'read pgid || exit 0; read line && exit 0; kill -KILL "-$pgid" 2>/dev/null; '
+    'read pgid || exit 0; [ "$pgid" != done ] || exit 0; read line && exit 0; '
+    'kill -KILL "-$pgid" 2>/dev/null; '
     '[ -z "$1" ] || kill -KILL $(cat "$1") 2>/dev/null; exit 0'
 )
 
@@ -74,11 +76,38 @@ def launch_script(argv: list[str], env: dict[str, str] | None, cwd: Path, log: P
             f"exec {shlex.join(argv)}\n")
 
 
+class Watchdog:
+    """Kills a run's process group (and cgroup) if this process dies before `stand_down`."""
+
+    def __init__(self, cgroup: PidsCgroup | None = None) -> None:
+        read_end, self._write_end = os.pipe()
+        try:
+            self.proc = subprocess.Popen(
+                ["/bin/sh", "-c", _WATCHDOG, "labls-watchdog", _procs(cgroup)],
+                stdin=read_end, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                start_new_session=True, close_fds=True)
+        finally:
+            os.close(read_end)
+
+    def watch(self, pgid: int) -> None:
+        with contextlib.suppress(OSError):
+            os.write(self._write_end, f"{pgid}\n".encode())
+
+    def stand_down(self) -> None:
+        """The run is over and cleaned up: the watchdog exits without killing anything."""
+        with contextlib.suppress(OSError):
+            os.write(self._write_end, b"done\n")
+        os.close(self._write_end)
+        _reap(self.proc)
+
+
 class Standby:
-    """A started, armed process in its cgroup, waiting for the script that becomes the run."""
+    """A started, armed process in its cgroup, waiting for the script that becomes the run, and
+    the run's watchdog, started with it so neither fork is on the way to the run."""
 
     def __init__(self, cgroup: PidsCgroup | None, parent: int | None = None) -> None:
         self.cgroup = cgroup
+        self.watchdog = Watchdog(cgroup)
         guard = ["/bin/sh", "-c", _STANDBY, "labls-standby", str(parent or os.getpid()),
                  _procs(cgroup)]
         setpriv = shutil.which("setpriv")
@@ -110,6 +139,7 @@ class Standby:
         with contextlib.suppress(OSError):
             os.close(self._write_end)
         _reap(self.proc)
+        self.watchdog.stand_down()
         if self.cgroup:
             self.cgroup.remove()
 
@@ -197,28 +227,3 @@ class Launcher:
             if not swept:  # once, after the first standby: cgroups of engines killed earlier
                 swept = True
                 remove_stale_cgroups()
-
-
-class Watchdog:
-    """Kills a run's process group (and cgroup) if this process dies before `stand_down`."""
-
-    def __init__(self, cgroup: PidsCgroup | None = None) -> None:
-        read_end, self._write_end = os.pipe()
-        try:
-            self.proc = subprocess.Popen(
-                ["/bin/sh", "-c", _WATCHDOG, "labls-watchdog", _procs(cgroup)],
-                stdin=read_end, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                start_new_session=True, close_fds=True)
-        finally:
-            os.close(read_end)
-
-    def watch(self, pgid: int) -> None:
-        with contextlib.suppress(OSError):
-            os.write(self._write_end, f"{pgid}\n".encode())
-
-    def stand_down(self) -> None:
-        """The run is over and cleaned up: the watchdog exits without killing anything."""
-        with contextlib.suppress(OSError):
-            os.write(self._write_end, b"done\n")
-        os.close(self._write_end)
-        _reap(self.proc)

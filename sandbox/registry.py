@@ -31,6 +31,7 @@ CREATE TABLE IF NOT EXISTS runs (
     record TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS runs_state ON runs(state);
+CREATE INDEX IF NOT EXISTS runs_created ON runs(created_at);
 CREATE TABLE IF NOT EXISTS metrics (
     run_id TEXT NOT NULL, name TEXT NOT NULL, value REAL NOT NULL, source TEXT NOT NULL,
     PRIMARY KEY (run_id, name)
@@ -152,7 +153,7 @@ class Registry:
         if state:
             query += " WHERE state=?"
             args.append(state)
-        query += " ORDER BY seq DESC LIMIT ?"
+        query += " ORDER BY created_at DESC, seq DESC LIMIT ?"  # (first saved is not first made)
         args.append(limit)
         with self._lock:
             rows = self._db.execute(query, args).fetchall()

@@ -59,6 +59,7 @@ def test_standby_runs_the_script_in_its_folder_with_its_env_and_log(tmp_path: Pa
     standby = Standby(None)
     assert standby.launch(script)
     assert standby.proc.wait(10) == 0
+    standby.watchdog.stand_down()
     assert (tmp_path / "log.txt").read_text() == f"{tmp_path} a b'c ['LANG', 'ONLY']\n"
 
 
@@ -66,6 +67,7 @@ def test_standby_refuses_when_its_parent_is_not_the_launcher(tmp_path: Path) -> 
     standby = Standby(None, parent=1)
     standby.launch(_script(tmp_path, [sys.executable, "-c", "print('ran')"]))
     assert standby.proc.wait(10) == 125
+    standby.watchdog.stand_down()
     assert not (tmp_path / "log.txt").exists()
 
 
@@ -73,6 +75,7 @@ def test_discarded_standby_runs_nothing(tmp_path: Path) -> None:
     standby = Standby(None)
     standby.discard()
     assert standby.proc.returncode == 125
+    assert standby.watchdog.proc.returncode == 0  # its watchdog stood down with it
 
 
 def test_launcher_keeps_one_ready_and_replaces_what_it_hands_out(tmp_path: Path) -> None:
@@ -83,6 +86,7 @@ def test_launcher_keeps_one_ready_and_replaces_what_it_hands_out(tmp_path: Path)
         assert first.proc.pid != second.proc.pid
         assert first.launch(_script(tmp_path, [sys.executable, "-c", "print('one')"]))
         assert first.proc.wait(10) == 0
+        first.watchdog.stand_down()
         second.discard()
     finally:
         launcher.close()
