@@ -8,7 +8,6 @@ here imports LSP.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import select
@@ -432,6 +431,8 @@ class _Run:
         if not self.record.final:
             self._end("failed", make_error("internal", "the run ended without a verdict"))
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        import json  # loaded by then (the judge and the registry use it), so free here
+
         results = {**self.record.to_wire(), "series": self.series}
         tmp = Path(self.record.results_path).with_suffix(".tmp")
         tmp.write_text(json.dumps(results, indent=1, default=str))

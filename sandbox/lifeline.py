@@ -107,7 +107,6 @@ class Standby:
 
     def __init__(self, cgroup: PidsCgroup | None, parent: int | None = None) -> None:
         self.cgroup = cgroup
-        self.watchdog = Watchdog(cgroup)
         guard = ["/bin/sh", "-c", _STANDBY, "labls-standby", str(parent or os.getpid()),
                  _procs(cgroup)]
         setpriv = shutil.which("setpriv")
@@ -119,6 +118,12 @@ class Standby:
                 cwd="/", env={"PATH": "/usr/bin:/bin"}, start_new_session=True, close_fds=True)
         finally:
             os.close(read_end)
+        try:  # second: the standby's cgroup join (the slow part) is already under way
+            self.watchdog = Watchdog(cgroup)
+        except OSError:
+            os.close(self._write_end)
+            _reap(self.proc)
+            raise
 
     def launch(self, script: Path) -> bool:
         """Hand over the run: the standby sources `script`. False if it is gone."""

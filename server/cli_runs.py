@@ -6,7 +6,6 @@ Exit code 0 only when the run succeeded.
 
 from __future__ import annotations
 
-import json
 import signal
 import sys
 import threading
@@ -106,7 +105,12 @@ def show(args: Any) -> int:
     if record is None:
         sys.stderr.write(f"labls show: no run {args.run_id!r}\n")
         return 2
-    sys.stdout.write(json.dumps(record.to_wire(), indent=2) if args.json else summary(record))
+    if args.json:
+        import json  # here only: `labls run` reaches json after its run has started
+
+        sys.stdout.write(json.dumps(record.to_wire(), indent=2))
+    else:
+        sys.stdout.write(summary(record))
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import signal
 import socket
@@ -427,6 +428,40 @@ def test_crash_of_the_engine_leaves_run_interrupted(lab, tmp_path: Path) -> None
     runs = reopened.recent(10)
     assert [r.state for r in runs] == ["interrupted", "succeeded"]
     assert runs[1].metrics == {"val_bpb": 1.0}
+
+
+def test_cli_run_runs_and_show(lab) -> None:
+    """The terminal verbs, as a user types them: summary and exit code, ledger, one record."""
+    (lab.ws / "labls.toml").write_text(f'dataset_cache_root = "{lab.root}"\n')
+    (lab.ws / "good.py").write_text(textwrap.dedent("""
+        import glob, os
+        for path in glob.glob(os.environ["LABLS_DATASET_ROOT"] + "/**", recursive=True):
+            if os.path.isfile(path):
+                open(path, "rb").read()
+        print("DATASET_USED: MNIST")
+        print("val_bpb: 0.75")
+    """))
+    (lab.ws / "bad.py").write_text("x = 1\nraise ValueError('nope')\n")
+    cli = [sys.executable, "-m", "labls.server.cli"]
+
+    def labls(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*cli, *args], cwd=lab.ws, capture_output=True, text=True,
+                              timeout=60)
+
+    good = labls("run", "good.py")
+    assert good.returncode == 0, good.stderr
+    assert re.search(r"state\s+succeeded", good.stdout) and "val_bpb" in good.stdout
+    run_id = re.search(r"run\s+(\S+)", good.stdout).group(1)  # type: ignore[union-attr]
+    bad = labls("run", "bad.py", "--timeout", "30")
+    assert bad.returncode == 1
+    assert re.search(r"error\s+exception at bad.py:2: ValueError: nope", bad.stdout), bad.stdout
+    ledger = labls("runs").stdout.splitlines()
+    assert [line.split()[1] for line in ledger[1:]] == ["failed", "succeeded"]
+    assert ledger[2].split()[0] == run_id and "0.75" in ledger[2]
+    shown = json.loads(labls("show", run_id, "--json").stdout)
+    assert (shown["state"], shown["metrics"]) == ("succeeded", {"val_bpb": 0.75})
+    assert shown["provenance"]["verdict"] == "verified"
+    assert labls("show", "no-such-run").returncode == 2
 
 
 def _run_processes(marker: str) -> list[str]:
