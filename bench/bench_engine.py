@@ -6,8 +6,10 @@
    dev venv (an editable install, whose import hook every interpreter start pays: the CLI and
    the sandboxed script, against one start for the direct run) and with a regular install of
    labls's wheel into a fresh venv, as `pip install labls` gives a user.
-3. Output: a script printing 500 MB, (a) to /dev/null, (b) through the engine, (c) through
-   `subprocess.run(capture_output=True)`; wall time and the peak RSS of the capturing process.
+3. Output: a script printing 500 MB, in 1 MB writes and as `print` of 100-byte lines, (a) to
+   /dev/null and (b) to a file directly (default buffering; and line-buffered, as labls runs it),
+   (c) through the engine, (d) through `subprocess.run(capture_output=True)`; wall time and the
+   peak RSS of the capturing process.
 
     .venv/bin/python bench/bench_engine.py [--mb 500] [--launches 20]
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -29,11 +32,17 @@ from common import write_results
 HERE = Path(__file__).resolve().parent
 PY = sys.executable
 SOURCES = ("labls_pkg", "server", "sandbox", "lab", "prompts")
-FLOOD = """
+BLOCKS = """
 import sys
 block = ("x" * 99 + "\\n") * 10000
 for _ in range({n}):
     sys.stdout.write(block)
+print("val_bpb: 1.0")
+"""
+LINES = """
+line = "x" * 99
+for _ in range({n} * 10000):
+    print(line)
 print("val_bpb: 1.0")
 """
 
@@ -101,13 +110,19 @@ def _child_peak(code: str, ws: Path) -> tuple[float, float]:
     return float(wall), float(rss)
 
 
-def flood(ws: Path, megabytes: int) -> dict[str, float]:
-    n = megabytes  # each block is 1,000,000 bytes
-    (ws / "flood.py").write_text(FLOOD.format(n=n))
+def flood(ws: Path, megabytes: int, script: str) -> dict[str, float]:
+    """`script` printing `megabytes` MB: to /dev/null and to a file directly (default buffering,
+    and line-buffered as labls runs it), through the engine, through `capture_output`."""
+    (ws / "flood.py").write_text(script.format(n=megabytes))
+    (ws / "line_buffered.py").write_text(
+        "import runpy, sys\nsys.stdout.reconfigure(line_buffering=True)\n"
+        "runpy.run_path('flood.py', run_name='__main__')\n")
     rss = "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024"
-    null_code = (f"import subprocess, time, resource\nt=time.perf_counter()\n"
-                 f"subprocess.run([{PY!r}, 'flood.py'], stdout=subprocess.DEVNULL, check=True)\n"
-                 f"print(time.perf_counter()-t, {rss})")
+    direct = ("import subprocess, time, resource\nt=time.perf_counter()\n"
+              "with open({out!r}, 'wb') as out:\n"
+              f"    subprocess.run([{PY!r}, {{script!r}}], stdout=out, check=True, env={{env}})\n"
+              f"print(time.perf_counter()-t, {rss})")
+    quiet = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
     engine_code = (f"import time, resource\nfrom pathlib import Path\n"
                    f"from labls.sandbox.config import Config\n"
                    f"from labls.sandbox.engine import Engine, RunRequest\n"
@@ -116,15 +131,24 @@ def flood(ws: Path, megabytes: int) -> dict[str, float]:
                    f"r = e.wait(r.run_id)\nassert r.state == 'succeeded', r.error\n"
                    f"print(time.perf_counter()-t, {rss})")
     capture_code = (f"import subprocess, time, resource\nt=time.perf_counter()\n"
-                    f"subprocess.run([{PY!r}, 'flood.py'], capture_output=True, check=True)\n"
-                    f"print(time.perf_counter()-t, {rss})")
+                    f"subprocess.run([{PY!r}, 'flood.py'], capture_output=True, check=True, "
+                    f"env={quiet!r})\nprint(time.perf_counter()-t, {rss})")
+    cases = {
+        "devnull": direct.format(out="/dev/null", script="flood.py", env=repr(quiet)),
+        "file": direct.format(out=str(ws / "direct.log"), script="flood.py", env=repr(quiet)),
+        "file_line_buffered": direct.format(out=str(ws / "direct.log"),
+                                            script="line_buffered.py", env=repr(quiet)),
+        "engine": engine_code,
+        "capture_output": capture_code,
+    }
     results = {}
-    for name, code in (("devnull", null_code), ("engine", engine_code),
-                       ("capture_output", capture_code)):
+    for name, code in cases.items():
         wall, peak = _child_peak(code, ws)
         results[f"{name}_s"] = wall
         results[f"{name}_peak_rss_mb"] = peak
-    results["engine_vs_devnull"] = results["engine_s"] / results["devnull_s"]
+    (ws / "direct.log").unlink()
+    for base in ("devnull", "file", "file_line_buffered"):
+        results[f"engine_vs_{base}"] = results["engine_s"] / results[f"{base}_s"]
     return results
 
 
@@ -146,7 +170,8 @@ def main() -> None:
                    "cli_2s_script": cli_two_seconds(ws, args.cli_reps),
                    "cli_2s_script_regular_install": cli_two_seconds(
                        ws, args.cli_reps, regular_install(install)),
-                   f"output_{args.mb}mb": flood(ws, args.mb)}
+                   f"output_{args.mb}mb_blocks": flood(ws, args.mb, BLOCKS),
+                   f"output_{args.mb}mb_lines": flood(ws, args.mb, LINES)}
     write_results("engine", results)
     print(json.dumps(results, indent=2))
 

@@ -325,7 +325,6 @@ class _Run:
             "HOME": str(self.home_dir),
             "LANG": os.environ.get("LANG", "C.UTF-8"),
             "PYTHONPATH": str(HARNESS_DIR),
-            "PYTHONUNBUFFERED": "1",
             "MPLBACKEND": "Agg",
             "CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in slot.gpus),
             "CUDA_CACHE_PATH": str(self.home_dir / ".nv"),

@@ -5,6 +5,9 @@ It records, into the run's probe folder (outside the working folder):
 - every attempt to reach the network, with the workspace file and line that made it,
 - where the code was when the budget ran out: `faulthandler` dumps every thread's stack on SIGUSR1,
   which the engine sends just before SIGTERM.
+It also makes stdout and stderr line-buffered, as on a terminal: each line reaches the log (and
+the live metrics) when it is printed and a kill loses no whole line, at one write per line
+(`PYTHONUNBUFFERED` makes two per `print`, and tears lines).
 Only the standard library; it must cost nothing measurable for events it does not care about.
 """
 
@@ -14,6 +17,12 @@ import os
 import signal
 import sys
 import types
+
+
+def _line_buffered() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(AttributeError, ValueError, OSError):
+            stream.reconfigure(line_buffering=True)  # type: ignore[union-attr]
 
 
 def _install() -> None:
@@ -82,5 +91,6 @@ def _install() -> None:
     sys.addaudithook(hook)
 
 
+_line_buffered()
 _install()
-del _install
+del _install, _line_buffered

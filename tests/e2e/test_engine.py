@@ -296,6 +296,24 @@ def test_run_inherits_its_rlimits_and_the_engine_keeps_its_own(lab) -> None:
     assert resource.getrlimit(resource.RLIMIT_AS) == own
 
 
+def test_printed_lines_reach_live_metrics_without_flush(lab) -> None:
+    """Output is line-buffered as on a terminal: a plain `print` shows while the run goes on."""
+    (lab.ws / "slow.py").write_text(
+        "import sys, time\nprint('step: 1')\nsys.stdout.write('loss: 0.5\\npartial')\n"
+        "time.sleep(60)\n")
+    engine = lab.configure()
+    run_id = engine.start(RunRequest("slow.py", timeout_sec=90)).run_id
+    deadline = time.monotonic() + 20
+    while engine.get(run_id).metrics != {"step": 1.0, "loss": 0.5} and (  # type: ignore[union-attr]
+            time.monotonic() < deadline):
+        time.sleep(0.05)
+    live = engine.get(run_id)
+    assert live is not None and live.state == "running"
+    assert live.metrics == {"step": 1.0, "loss": 0.5}
+    final = engine.cancel(run_id, timeout=30)
+    assert final is not None and final.state == "cancelled"
+
+
 def test_output_flood_keeps_engine_memory_flat(lab) -> None:
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     record = lab.run("""
