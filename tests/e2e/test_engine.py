@@ -512,6 +512,22 @@ def test_engine_killed_while_the_sandbox_starts_leaves_nothing(lab) -> None:
         assert not _alive(marker), f"attempt {attempt}: the sandbox outlived the engine"
 
 
+def test_a_run_is_listed_the_moment_it_is_started(lab) -> None:
+    """A run is first saved once its process has started; listing shows it before that too."""
+    (lab.ws / "a.py").write_text("print('val_bpb: 1.0')\n")
+    engine = lab.configure()
+    first = engine.start(RunRequest("a.py"))
+    second = engine.start(RunRequest("a.py"))
+    assert [r.run_id for r in engine.recent(5)] == [second.run_id, first.run_id]
+    for run in (first, second):
+        engine.wait(run.run_id, 30)
+    listed = engine.recent(5)
+    assert [(r.run_id, r.state) for r in listed] == [(second.run_id, "succeeded"),
+                                                     (first.run_id, "succeeded")]
+    assert [r.run_id for r in engine.recent(5, "succeeded")] == [second.run_id, first.run_id]
+    assert engine.recent(5, "running") == []
+
+
 def test_concurrent_registry_writers(tmp_path: Path) -> None:
     registry = Registry(tmp_path / "labls.db")
 
