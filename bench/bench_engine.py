@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -110,9 +111,19 @@ def _child_peak(code: str, ws: Path) -> tuple[float, float]:
     return float(wall), float(rss)
 
 
-def flood(ws: Path, megabytes: int, script: str) -> dict[str, float]:
+def _settle() -> None:
+    """Every case starts alike: no dirty pages (the last case's writeback would throttle this
+    one) and, as root, an emptied page cache (else a case that follows a deleted 500 MB file
+    writes into freed pages, and one that does not must first reclaim)."""
+    os.sync()
+    with contextlib.suppress(OSError):
+        Path("/proc/sys/vm/drop_caches").write_text("1\n")
+
+
+def flood(ws: Path, megabytes: int, script: str, reps: int) -> dict[str, float]:
     """`script` printing `megabytes` MB: to /dev/null and to a file directly (default buffering,
-    and line-buffered as labls runs it), through the engine, through `capture_output`."""
+    and line-buffered as labls runs it), through the engine, through `capture_output`. Cases
+    interleaved, `reps` rounds, medians (the page cache makes single big writes erratic)."""
     (ws / "flood.py").write_text(script.format(n=megabytes))
     (ws / "line_buffered.py").write_text(
         "import runpy, sys\nsys.stdout.reconfigure(line_buffering=True)\n"
@@ -141,12 +152,18 @@ def flood(ws: Path, megabytes: int, script: str) -> dict[str, float]:
         "engine": engine_code,
         "capture_output": capture_code,
     }
+    walls: dict[str, list[float]] = {name: [] for name in cases}
     results = {}
-    for name, code in cases.items():
-        wall, peak = _child_peak(code, ws)
-        results[f"{name}_s"] = wall
-        results[f"{name}_peak_rss_mb"] = peak
-    (ws / "direct.log").unlink()
+    for _ in range(reps):
+        for name, code in cases.items():
+            (ws / "direct.log").unlink(missing_ok=True)
+            shutil.rmtree(ws / ".labls" / "runs", ignore_errors=True)
+            _settle()
+            wall, peak = _child_peak(code, ws)
+            walls[name].append(wall)
+            results[f"{name}_peak_rss_mb"] = max(peak, results.get(f"{name}_peak_rss_mb", 0))
+    (ws / "direct.log").unlink(missing_ok=True)
+    results.update({f"{name}_s": statistics.median(xs) for name, xs in walls.items()})
     for base in ("devnull", "file", "file_line_buffered"):
         results[f"engine_vs_{base}"] = results["engine_s"] / results[f"{base}_s"]
     return results
@@ -157,7 +174,10 @@ def main() -> None:
     parser.add_argument("--mb", type=int, default=500)
     parser.add_argument("--launches", type=int, default=20)
     parser.add_argument("--cli-reps", type=int, default=5)
+    parser.add_argument("--output-reps", type=int, default=3)
+    parser.add_argument("--parts", default="launch,cli,output", help="comma-separated")
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
     # Bytecode as an install leaves it: without this, a PYTHONDONTWRITEBYTECODE shell would make
     # every CLI start compile whichever of labls's modules changed since their .pyc was written.
     subprocess.run([PY, "-m", "compileall", "-q", *(str(HERE.parent / d) for d in SOURCES)],
@@ -166,12 +186,16 @@ def main() -> None:
         ws, install = Path(tmp) / "ws", Path(tmp) / "install"  # the venv outside the workspace
         ws.mkdir()
         install.mkdir()
-        results = {"launch": launch(ws, args.launches),
-                   "cli_2s_script": cli_two_seconds(ws, args.cli_reps),
-                   "cli_2s_script_regular_install": cli_two_seconds(
-                       ws, args.cli_reps, regular_install(install)),
-                   f"output_{args.mb}mb_blocks": flood(ws, args.mb, BLOCKS),
-                   f"output_{args.mb}mb_lines": flood(ws, args.mb, LINES)}
+        results: dict[str, dict[str, float]] = {}
+        if "launch" in parts:
+            results["launch"] = launch(ws, args.launches)
+        if "cli" in parts:
+            results["cli_2s_script"] = cli_two_seconds(ws, args.cli_reps)
+            results["cli_2s_script_regular_install"] = cli_two_seconds(
+                ws, args.cli_reps, regular_install(install))
+        if "output" in parts:
+            results[f"output_{args.mb}mb_blocks"] = flood(ws, args.mb, BLOCKS, args.output_reps)
+            results[f"output_{args.mb}mb_lines"] = flood(ws, args.mb, LINES, args.output_reps)
     write_results("engine", results)
     print(json.dumps(results, indent=2))
 
