@@ -15,11 +15,15 @@ from __future__ import annotations
 import copy
 import os
 import re
-import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any
+
+from . import tomlcache
+
+TYPE_CHECKING = False  # as typing's, without importing typing on `labls run`'s way (~3 ms)
+if TYPE_CHECKING:
+    from typing import Any
 
 
 @dataclass
@@ -228,12 +232,12 @@ def read_workspace_layer(workspace: Path) -> tuple[dict[str, Any], list[ConfigPr
     pyproject = workspace / "pyproject.toml"
     try:
         if labls_toml.is_file():
-            return tomllib.loads(labls_toml.read_text(encoding="utf-8")), []
+            return tomlcache.load(labls_toml), []
         if pyproject.is_file():
-            data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
-            table = data.get("tool", {}).get("labls", {})
+            tool = tomlcache.load(pyproject).get("tool", {})
+            table = tool.get("labls", {}) if isinstance(tool, dict) else {}
             return (table if isinstance(table, dict) else {}), []
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # (UnicodeDecodeError and TOMLDecodeError among them)
         source = labls_toml if labls_toml.is_file() else pyproject
         return {}, [ConfigProblem(source.name, f"could not be read ({exc})")]
     return {}, []

@@ -11,7 +11,10 @@ import os
 import re
 import threading
 from dataclasses import dataclass
-from typing import Any
+
+TYPE_CHECKING = False  # as typing's, without importing typing on `labls run`'s way (~3 ms)
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def detect_gpus() -> list[int]:

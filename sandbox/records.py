@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
 
 from .config import camel_case
+
+TYPE_CHECKING = False  # as typing's, without importing typing on `labls run`'s way (~3 ms)
+if TYPE_CHECKING:
+    from typing import Any
 
 FINAL_STATES = frozenset({"succeeded", "failed", "timedOut", "cancelled", "interrupted"})
 STATES = frozenset({"queued", "running"}) | FINAL_STATES

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 from labls.sandbox.config import Config, load, merge, to_wire
@@ -74,3 +77,45 @@ def test_user_datasets_validated() -> None:
 def test_wire_form_is_camel_case() -> None:
     wire = to_wire(Config())
     assert wire["datasetCacheRoot"] == "/opt/datasets" and wire["run"]["timeoutSec"] == 300
+
+
+def test_toml_cache_is_exact_and_best_effort(tmp_path: Path, monkeypatch) -> None:
+    from labls.sandbox import tomlcache
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "labls.toml").write_text('state_dir = "s1"\n')
+    assert load(ws)[0].state_dir == "s1"
+    [entry] = tomlcache.cache_dir().iterdir()
+    cached = json.loads(entry.read_text())
+    cached["data"]["state_dir"] = "from-cache"  # a hit returns the cached data, not a new parse
+    entry.write_text(json.dumps(cached))
+    assert load(ws)[0].state_dir == "from-cache"
+    (ws / "labls.toml").write_text('state_dir = "s2"\n')  # same size, other text: parsed again
+    assert load(ws)[0].state_dir == "s2"
+    entry.write_text("{not json")
+    assert load(ws)[0].state_dir == "s2"
+    (ws / "labls.toml").write_text('state_dir = "s3"\nwhen = 2026-11-22\n')  # a date: no cache
+    cfg, problems = load(ws)
+    assert cfg.state_dir == "s3" and [p.key for p in problems] == ["when"]
+    assert "s3" not in entry.read_text()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(ws / "labls.toml"))  # a file: nothing can be written
+    assert load(ws)[0].state_dir == "s3"
+
+
+def test_labls_run_reaches_its_launch_without_the_slow_imports(tmp_path: Path) -> None:
+    """What `labls run` loads before its run starts (config read through a warm cache): not
+    tomllib, typing, sqlite3, json's users or the judging modules, which load while the run
+    starts. Each of them costs milliseconds of every `labls run`."""
+    (tmp_path / "labls.toml").write_text('state_dir = "s"\n')
+    code = ("import sys\nfrom pathlib import Path\nfrom labls.server import cli, cli_runs\n"
+            "from labls.sandbox import config, engine\n"
+            f"config.load(Path({str(tmp_path)!r}))\n"
+            "slow = ('tomllib', 'typing', 'sqlite3', 'labls.sandbox.registry',\n"
+            "        'labls.sandbox.judge', 'labls.sandbox.metrics', 'labls.sandbox.capture')\n"
+            "print(sorted(m for m in slow if m in sys.modules))\n")
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    runs = [subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                           text=True, check=True).stdout.strip() for _ in range(2)]
+    assert runs == ["['tomllib', 'typing']", "[]"]  # the first run parsed and filled the cache
