@@ -12,7 +12,6 @@ the log and becomes U+FFFD in the tail and the parser.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -113,7 +112,3 @@ def _clip(line: bytes) -> str:
     text = line[:TAIL_LINE_CHARS].decode("utf-8", "replace")
     return text + " [...]" if len(line) > TAIL_LINE_CHARS else text
 
-
-def open_log(path: Path) -> int:
-    """The file descriptor a run writes its stdout and stderr to."""
-    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)

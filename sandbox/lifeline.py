@@ -43,9 +43,8 @@ def standby_cgroup() -> PidsCgroup | None:
 _STANDBY = ('[ "$PPID" = "$1" ] || exit 125; [ -z "$2" ] || echo $$ > "$2" || exit 125; '
             'read -r launch || exit 125; exec 0</dev/null; . "$launch"; exit 125')
 
-# stdin: the run's process group, then `done` when the engine has finished with it (or `done`
-# alone for a standby never launched). $1: the
-# cgroup's procs file or "". (dash's kill takes no `--`.)
+# stdin: the run's process group, then `done` when the engine has finished with it (`done` alone
+# for a standby that never ran). $1: the cgroup's procs file or "". (dash's kill takes no `--`.)
 _WATCHDOG = (
     'read pgid || exit 0; [ "$pgid" != done ] || exit 0; read line && exit 0; '
     'kill -KILL "-$pgid" 2>/dev/null; '

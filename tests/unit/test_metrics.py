@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from labls.sandbox.capture import MAX_LINE, OutputPump, open_log
+from labls.sandbox.capture import MAX_LINE, OutputPump
 from labls.sandbox.metrics import (
     MetricSet,
     merge,
@@ -95,7 +95,7 @@ def test_traceback_and_stack_dump_are_mapped_to_the_workspace() -> None:
 
 def test_pump_bounds_long_lines_and_keeps_metrics_after_them(tmp_path: Path) -> None:
     log = tmp_path / "log.txt"
-    fd = open_log(log)
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)  # as a run's stdout
     pump = OutputPump(log)
     pump.start()
     # a 12 MiB line, written in 1 MiB pieces while the follower reads, crosses several reads,
