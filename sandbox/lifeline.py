@@ -15,8 +15,9 @@ A killed engine runs no cleanup of its own, so two ties hold every run:
 The standby is started before the run asks for it, because joining a cgroup v1 is slow: the
 kernel waits for an RCU grace period, 10 to 20 ms here, on every join. A standby has paid that
 (and the `setpriv` and `sh` execs) already, and its watchdog is started with it; a run hands it
-a launch script and it `exec`s, with the rlimits the engine set on it (`prlimit(2)`). Death signals follow the thread that forked, so every standby comes from one long-lived
-launcher thread.
+a launch script and it `exec`s, with the rlimits the engine set on it (`prlimit(2)`). Death
+signals follow the thread that forked, so every standby comes from one long-lived launcher
+thread.
 """
 
 from __future__ import annotations
