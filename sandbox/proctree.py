@@ -55,7 +55,7 @@ def signal_pids(pids: list[int], sig: int) -> None:
 
 
 # The processes labls puts around a run's code: they get SIGKILL, never the run's SIGTERM.
-WRAPPERS = frozenset({"setpriv", "sh", "env", "prlimit", "bwrap", "unshare"})
+WRAPPERS = frozenset({"setpriv", "sh", "env", "bwrap", "unshare"})
 
 
 def payload(root: int) -> list[int]:
