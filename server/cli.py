@@ -28,7 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run a script in the sandbox, time-boxed, metrics captured")
     run.add_argument("script", help="path relative to the workspace (the current folder)")
-    run.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the script")
+    run.add_argument("args", nargs=argparse.REMAINDER,
+                     help="the script's arguments: everything after it (labls's go before it)")
     run.add_argument("--timeout", type=float, help="wall-clock budget in seconds")
     run.add_argument("--label", help="a label for the ledger")
 

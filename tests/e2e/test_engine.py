@@ -470,8 +470,10 @@ def test_cli_run_runs_and_show(lab) -> None:
     assert good.returncode == 0, good.stderr
     assert re.search(r"state\s+succeeded", good.stdout) and "val_bpb" in good.stdout
     run_id = re.search(r"run\s+(\S+)", good.stdout).group(1)  # type: ignore[union-attr]
-    bad = labls("run", "bad.py", "--timeout", "30")
+    bad = labls("run", "--timeout", "30", "bad.py", "--timeout", "7")  # the second is bad.py's
     assert bad.returncode == 1
+    assert re.search(r"script\s+bad.py --timeout 7\n", bad.stdout), bad.stdout
+    assert re.search(r"duration\s+\S+ s of 30 s", bad.stdout), bad.stdout
     assert re.search(r"error\s+exception at bad.py:2: ValueError: nope", bad.stdout), bad.stdout
     ledger = labls("runs").stdout.splitlines()
     assert [line.split()[1] for line in ledger[1:]] == ["failed", "succeeded"]
