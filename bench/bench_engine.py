@@ -129,11 +129,14 @@ def flood(ws: Path, megabytes: int, script: str, reps: int) -> dict[str, float]:
         "import runpy, sys\nsys.stdout.reconfigure(line_buffering=True)\n"
         "runpy.run_path('flood.py', run_name='__main__')\n")
     rss = "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024"
-    direct = ("import subprocess, time, resource\nt=time.perf_counter()\n"
-              "with open({out!r}, 'wb') as out:\n"
-              f"    subprocess.run([{PY!r}, {{script!r}}], stdout=out, check=True, env={{env}})\n"
-              f"print(time.perf_counter()-t, {rss})")
     quiet = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+
+    def direct(out: str, script: str) -> str:
+        return (f"import subprocess, time, resource\nt=time.perf_counter()\n"
+                f"with open({out!r}, 'wb') as out:\n"
+                f"    subprocess.run([{PY!r}, {script!r}], stdout=out, check=True, env={quiet!r})\n"
+                f"print(time.perf_counter()-t, {rss})")
+
     engine_code = (f"import time, resource\nfrom pathlib import Path\n"
                    f"from labls.sandbox.config import Config\n"
                    f"from labls.sandbox.engine import Engine, RunRequest\n"
@@ -144,11 +147,11 @@ def flood(ws: Path, megabytes: int, script: str, reps: int) -> dict[str, float]:
     capture_code = (f"import subprocess, time, resource\nt=time.perf_counter()\n"
                     f"subprocess.run([{PY!r}, 'flood.py'], capture_output=True, check=True, "
                     f"env={quiet!r})\nprint(time.perf_counter()-t, {rss})")
+    log = str(ws / "direct.log")
     cases = {
-        "devnull": direct.format(out="/dev/null", script="flood.py", env=repr(quiet)),
-        "file": direct.format(out=str(ws / "direct.log"), script="flood.py", env=repr(quiet)),
-        "file_line_buffered": direct.format(out=str(ws / "direct.log"),
-                                            script="line_buffered.py", env=repr(quiet)),
+        "devnull": direct("/dev/null", "flood.py"),
+        "file": direct(log, "flood.py"),
+        "file_line_buffered": direct(log, "line_buffered.py"),
         "engine": engine_code,
         "capture_output": capture_code,
     }
