@@ -19,12 +19,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import isolation, lifeline, limits, proctree
+from . import isolation, lifeline, limits, proctree, syscall_filter
 from .config import Config
 from .gpus import GpuSampler, GpuSlots, Slot, detect_gpus, gpu_device_nodes
 from .harness import HARNESS_DIR
-from .records import RunRecord, make_error
-from .workdir import populate
+from .observe import RESOLVER
+from .records import RunRecord, finite, make_error
+from .workdir import hand_over, populate
 
 TYPE_CHECKING = False  # as typing's, without importing typing on `labls run`'s way (~3 ms)
 if TYPE_CHECKING:  # the rest: loaded by a run's thread once its process has its script
@@ -32,6 +33,7 @@ if TYPE_CHECKING:  # the rest: loaded by a run's thread once its process has its
 
     from .capture import OutputPump
     from .metrics import MetricSet
+    from .observe import DatasetReads, DatasetView, NetworkCounter, SandboxGate
     from .provenance import Frame
     from .registry import Registry
 
@@ -227,6 +229,12 @@ class _Run:
         self.cgroup: limits.PidsCgroup | None = None
         self.watchdog: lifeline.Watchdog | None = None
         self.sampler = GpuSampler([])
+        self.view: DatasetView | None = None  # observers outside the run (root engines only)
+        self.gate: SandboxGate | None = None
+        self.net_counter: NetworkCounter | None = None
+        self.observer_note = ""
+        self.reads: DatasetReads | None = None
+        self.net_attempts: int | None = None
         self.series: dict[str, list[tuple[int | None, float]]] = {}
         self.thread = threading.Thread(target=self._main, name=f"labls-run-{record.run_id}",
                                        daemon=True)
@@ -267,6 +275,9 @@ class _Run:
                 self.watchdog.stand_down()
             if self.cgroup:
                 self.cgroup.remove()
+            for observer in (self.view, self.gate, self.net_counter):
+                if observer is not None:
+                    observer.close()
             if slot is not None:
                 self.engine.slots.release(slot)
             self._finish()
@@ -280,6 +291,11 @@ class _Run:
         kind = isolation.choose(self.cfg.run.isolation, self.cfg.run.network)
         self.record.isolation = kind
         spec = self._sandbox_spec(kind, slot)
+        self._observe(spec)
+        self.record.sandbox = _describe(spec)
+        if spec.run_uid is not None:  # the run's own folders belong to the run's own uid
+            for folder in (self.work_dir, self.probe_dir, self.home_dir):
+                hand_over(folder, spec.run_uid)
         argv = isolation.command(spec)
         open(self.record.log_path, "ab").close()  # the follower opens it from the start
         standby = self.engine.launcher.take()
@@ -293,7 +309,7 @@ class _Run:
             script = self.run_dir / "launch.sh"
             script.write_text(lifeline.launch_script(  # bwrap sets the run's env itself
                 argv, spec.env if kind != "bwrap" else None, self.work_dir,
-                Path(self.record.log_path)))
+                Path(self.record.log_path), spec.fds))
             self.watchdog = standby.watchdog
         except BaseException:
             self.cgroup = None
@@ -304,6 +320,12 @@ class _Run:
         if not standby.launch(script):
             raise RuntimeError("the run's standby process died before the launch")
         self.watchdog.watch(self.proc.pid)  # its own session: the process group is its pid
+        if self.gate is not None:  # the sandbox waits until its namespace is pinned
+            pidfd = os.pidfd_open(self.proc.pid)
+            try:
+                self.net_counter = self.gate.open(pidfd)
+            finally:
+                os.close(pidfd)
         self.record.state = "running"
         self.record.started_at = self.launched_at
         self.engine.registry.save(self.record)
@@ -319,9 +341,28 @@ class _Run:
         judge.prepare(self.cfg)
         return pump
 
+    def _observe(self, spec: isolation.SandboxSpec) -> None:
+        """As root, watch the run from outside: its dataset view and its network namespace."""
+        if spec.run_uid is None:
+            self.observer_note = ("labls is not root here: nothing outside the run watched "
+                                  "its reads or its network attempts")
+            return
+        if spec.dataset_root.is_dir():
+            from .observe import DatasetView, ObserverUnavailable
+
+            try:
+                self.view = DatasetView(spec.dataset_root, self.run_dir, spec.run_uid,
+                                        spec.writable_datasets)
+                spec.dataset_source = self.view.mountpoint
+            except ObserverUnavailable as exc:
+                self.observer_note = f"the dataset reads could not be watched: {exc}"
+        from .observe import SandboxGate
+
+        self.gate = SandboxGate(self.run_dir)
+        spec.gate = self.gate.fds
+
     def _sandbox_spec(self, kind: str, slot: Slot) -> isolation.SandboxSpec:
         python = self.engine.python()
-        ws, state = self.engine.workspace, self.engine.state_dir
         env = {
             "PATH": f"{Path(python).parent}:/usr/local/bin:/usr/bin:/bin",
             "HOME": str(self.home_dir),
@@ -343,16 +384,23 @@ class _Run:
             if name in os.environ:
                 env[name] = os.environ[name]
         env.update(self.request.env)
-        home = Path(os.environ.get("HOME", "/root"))
+        hardened = kind == "bwrap"
+        run_uid = None
+        if hardened and isolation.privileged():
+            run_uid = isolation.RUN_UID_BASE + int(self.record.run_id[-6:], 16) % (
+                isolation.RUN_UID_COUNT)
         return isolation.SandboxSpec(
             kind=kind, network=self.cfg.run.network, python=python,
             argv=[*self.record.script.split(" ", 1), *self.record.args], work_dir=self.work_dir,
             run_dir=self.run_dir, probe_dir=self.probe_dir, home_dir=self.home_dir,
             harness_dir=HARNESS_DIR, dataset_root=Path(self.cfg.dataset_cache_root),
-            hidden=[Path("/root"), Path("/home"), home, ws, state],
             readonly=isolation.interpreter_roots(python),
             devices=gpu_device_nodes(slot.gpus) if slot.gpus else [], env=env,
-            writable_datasets=self.request.writable_datasets)
+            writable_datasets=self.request.writable_datasets, run_uid=run_uid,
+            etc_files=isolation.identity_files(
+                self.run_dir / "etc", run_uid if run_uid is not None else os.getuid(),
+                self.home_dir, self.cfg.run.network, RESOLVER) if hardened else {},
+            seccomp=syscall_filter.write(self.run_dir / "seccomp.bpf") if hardened else None)
 
     def _supervise(self, pump: OutputPump) -> None:
         """Sleep until the process exits, the budget ends or a cancel comes (no polling)."""
@@ -382,6 +430,10 @@ class _Run:
         # Leftovers: daemons that outlived the main process. In a PID namespace the kernel
         # killed them with its init, so only the cgroup's list is checked, not all of /proc.
         self._kill_everything(sweep=self.record.isolation not in NAMESPACED)
+        if self.view is not None:
+            self.reads = self.view.finish()
+        if self.net_counter is not None:
+            self.net_attempts = self.net_counter.attempts()
         pump.finish(timeout=300)
 
     def _terminate(self, reason: str) -> None:
@@ -402,10 +454,9 @@ class _Run:
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=grace)
         self._kill_everything()
-        if _nonempty(stack_file):
-            from . import judge
+        from . import judge
 
-            self.stack_frames = judge.stack_frames(stack_file, self.work_dir)
+        self.stack_frames = judge.stack_frames(self)
 
     def _kill_everything(self, sweep: bool = True) -> None:
         assert self.proc is not None
@@ -434,9 +485,9 @@ class _Run:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         import json  # loaded by then (the judge and the registry use it), so free here
 
-        results = {**self.record.to_wire(), "series": self.series}
+        results = {**self.record.to_wire(), "series": finite(self.series)}
         tmp = Path(self.record.results_path).with_suffix(".tmp")
-        tmp.write_text(json.dumps(results, indent=1, default=str))
+        tmp.write_text(json.dumps(results, indent=1, default=str, allow_nan=False))
         os.replace(tmp, self.record.results_path)
         self.engine.registry.save(self.record, self.series)
         try:
@@ -456,9 +507,19 @@ def _keep_out_of_git(state_dir: Path) -> None:
             ignore.write_text("# written by labls: its runs, registry and ledger stay local\n*\n")
 
 
+def _describe(spec: isolation.SandboxSpec) -> dict[str, object]:
+    """What the run got, for its record: a weaker sandbox than the hardened one says so."""
+    hardened = spec.kind == "bwrap"
+    return {"kind": spec.kind, "hardened": hardened,
+            "uid": spec.run_uid if spec.run_uid is not None else os.getuid(),
+            "userNamespace": hardened and spec.run_uid is None, "seccomp": spec.seccomp is not None,
+            "filesystem": "allowList" if hardened else "host",
+            "network": spec.network, "warning": isolation.WEAKER.get(spec.kind)}
+
+
 def _nonempty(path: Path) -> bool:
     try:
-        return path.stat().st_size > 0
+        return os.lstat(path).st_size > 0
     except OSError:
         return False
 

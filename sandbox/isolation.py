@@ -1,9 +1,21 @@
 """Isolation backends: bubblewrap, `unshare`, or none, as an argv wrapped around the interpreter.
 
-bwrap: new network and PID namespaces, `--die-with-parent`, the whole filesystem read-only, the
-dataset root bound read-only, `/root`, `/home`, `/tmp`, the workspace and the state dir hidden
-behind empty tmpfs, only this run's folders writable, the environment cleared to an allow-list.
-unshare (fallback): new user, network and PID namespaces; the filesystem is not hidden.
+bwrap (the hardened sandbox, what `auto` means):
+- no privilege: the run's processes hold no capability in any set, `no_new_privs` is set, and
+  their host uid is not 0. As root, bwrap sets the sandbox up without a user namespace and
+  `setpriv` then drops the run to a uid of its own (`RUN_UID_BASE` + n, no account has it);
+  as a user, bwrap's user namespace maps the run to that user, with no capabilities and no
+  further user namespaces;
+- a seccomp filter (`syscall_filter.py`) for the calls a training script never needs;
+- new PID, network, IPC, UTS and cgroup namespaces, `--die-with-parent`, a new session;
+- an allow-listed filesystem on an empty root: `/usr` (and the `/bin`, `/lib*`, `/sbin`
+  links), a few files of `/etc` (`ETC_ALLOWED`, and a generated passwd/group/hosts), the
+  interpreter's prefix and venv, labls's harness, the dataset root read-only, the run's work,
+  probe and home folders read-write, fresh `/tmp` and `/dev/shm`, a minimal `/dev` (plus the
+  slot's GPU nodes), the run's own `/proc`, and of `/sys` only the CPU topology (and, on GPU
+  runs, the PCI devices and modules CUDA reads). Nothing else of the host.
+unshare (weaker, only when configured explicitly): new user, network and PID namespaces; the
+filesystem is not hidden, and every run says so in its record.
 none: only when chosen explicitly, and never with `network = "none"`.
 """
 
@@ -28,9 +40,24 @@ class RunRefused(Exception):
 
 
 INSTALL_HINT = (
-    "install bubblewrap (Debian/Ubuntu: `apt-get install bubblewrap`), or set "
-    '`run.isolation = "none"` together with `run.network = "host"` to run without a sandbox'
+    "install bubblewrap and libseccomp (Debian/Ubuntu: `apt-get install bubblewrap "
+    "libseccomp2`), or allow a weaker sandbox in your own config: "
+    '`run.isolation = "unshare"` (hides no files), or `run.isolation = "none"` together with '
+    '`run.network = "host"` to run without a sandbox'
 )
+WEAKER = {"unshare": "the unshare sandbox hides no files and keeps no seccomp filter",
+          "none": "no sandbox: the run sees and can change everything this user can"}
+RUN_UID_BASE = 1_900_000_000  # host uids of runs when labls is root: no account has them
+RUN_UID_COUNT = 65536
+SECCOMP_FD = 9  # the launch opens the compiled filter here for bwrap (dash: one digit only)
+SYSTEM_LINKS = ("bin", "lib", "lib32", "lib64", "libx32", "sbin")
+ETC_ALLOWED = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "nsswitch.conf", "localtime",
+               "timezone", "alternatives", "ssl", "ca-certificates", "mime.types",
+               "os-release", "debian_version", "protocols", "services", "gai.conf", "host.conf",
+               "fonts", "matplotlibrc", "magic", "magic.mime", "inputrc", "terminfo")
+ETC_NETWORK = ("resolv.conf",)  # only with `run.network = "host"`
+SYS_CPU = ("/sys/devices/system/cpu", "/sys/devices/system/node")
+SYS_GPU = ("/sys/bus/pci", "/sys/devices", "/sys/module")
 
 
 _probed: dict[str, tuple[bool, str]] = {}
@@ -48,9 +75,7 @@ def probe(kind: str) -> tuple[bool, str]:
 
 def warm(requested: str) -> None:
     """Probe ahead of the first run (the engine calls this on a thread when it starts)."""
-    for kind in (["bwrap", "unshare"] if requested == "auto" else [requested]):
-        if probe(kind)[0]:
-            return
+    probe("bwrap" if requested == "auto" else requested)
 
 
 def _probe(kind: str) -> tuple[bool, str]:
@@ -60,8 +85,16 @@ def _probe(kind: str) -> tuple[bool, str]:
         tool = shutil.which("bwrap")
         if tool is None:
             return False, "bwrap is not installed"
-        cmd = [tool, *(_user_ns()), "--unshare-net", "--unshare-pid", "--die-with-parent",
-               "--ro-bind", "/", "/", "true"]
+        if privileged() and shutil.which("setpriv") is None:
+            return False, "setpriv (util-linux) is not installed: runs cannot drop root"
+        from . import syscall_filter
+
+        try:
+            syscall_filter.check()
+        except syscall_filter.FilterUnavailable as exc:
+            return False, str(exc)
+        cmd = [tool, *_privilege(), "--unshare-net", "--unshare-pid", "--die-with-parent",
+               "--ro-bind", "/usr", "/usr", *_system_links(), "/usr/bin/true"]
     elif kind == "unshare":
         tool = shutil.which("unshare")
         if tool is None:
@@ -84,8 +117,30 @@ def _probe(kind: str) -> tuple[bool, str]:
     return True, ""
 
 
-def _user_ns() -> list[str]:
-    return [] if os.geteuid() == 0 else ["--unshare-user"]
+def privileged() -> bool:
+    """labls runs as root: runs are dropped to uids of their own."""
+    return os.geteuid() == 0
+
+
+def _privilege() -> list[str]:
+    """bwrap's half of dropping privilege. As root: no user namespace (its uid map would make
+    the run host root), every capability dropped but the three `setpriv` needs to drop the
+    rest. As a user: a user namespace mapped to that user, with no capabilities."""
+    if privileged():
+        return ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID",
+                "--cap-add", "CAP_SETPCAP"]
+    return ["--unshare-user", "--disable-userns"]
+
+
+def _system_links() -> list[str]:
+    args = []
+    for name in SYSTEM_LINKS:
+        host = Path("/", name)
+        if host.is_symlink():
+            args += ["--symlink", os.readlink(host), str(host)]
+        elif host.is_dir():
+            args += ["--ro-bind", str(host), str(host)]
+    return args
 
 
 def choose(requested: str, network: str) -> str:
@@ -98,14 +153,11 @@ def choose(requested: str, network: str) -> str:
                 "(Debian/Ubuntu: `apt-get install bubblewrap`) and use isolation \"auto\"",
                 kind="network")
         return "none"
-    candidates = ["bwrap", "unshare"] if requested == "auto" else [requested]
-    reasons = []
-    for kind in candidates:
-        ok, reason = probe(kind)
-        if ok:
-            return kind
-        reasons.append(reason)
-    raise RunRefused(f"no sandbox available ({'; '.join(reasons)}): {INSTALL_HINT}",
+    kind = "bwrap" if requested == "auto" else requested  # never a weaker one silently
+    ok, reason = probe(kind)
+    if ok:
+        return kind
+    raise RunRefused(f"the {kind} sandbox cannot start here ({reason}): {INSTALL_HINT}",
                      kind="network" if network == "none" else "refused")
 
 
@@ -121,11 +173,25 @@ class SandboxSpec:
     home_dir: Path
     harness_dir: Path
     dataset_root: Path
-    hidden: list[Path] = field(default_factory=list)
     readonly: list[Path] = field(default_factory=list)
     devices: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     writable_datasets: bool = False
+    run_uid: int | None = None  # the host uid a root engine drops the run to
+    etc_files: dict[str, Path] = field(default_factory=dict)  # /etc/<name> → generated file
+    seccomp: Path | None = None  # the compiled filter, opened on SECCOMP_FD by the launch
+    dataset_source: Path | None = None  # what is bound at dataset_root (the observed view)
+    gate: dict[int, tuple[str, Path]] = field(default_factory=dict)  # info/block FIFOs
+
+    @property
+    def fds(self) -> dict[int, tuple[str, Path]]:
+        """Files the launch opens for bwrap, by descriptor: (shell redirection, path)."""
+        if self.kind != "bwrap":
+            return {}
+        opened = dict(self.gate)
+        if self.seccomp:
+            opened[SECCOMP_FD] = ("<", self.seccomp)
+        return opened
 
 
 def interpreter_roots(python: str) -> list[Path]:
@@ -139,6 +205,30 @@ def interpreter_roots(python: str) -> list[Path]:
     return roots
 
 
+def identity_files(folder: Path, uid: int, home: Path, network: str,
+                   resolver: str) -> dict[str, Path]:
+    """The run's own `/etc/passwd`, `group`, `hosts` and `resolv.conf` (written to `folder`):
+    tools that look the user up (`getpass`, torch's caches, ssh-less git) find the run's uid,
+    and the host's accounts stay out of sight."""
+    folder.mkdir(parents=True, exist_ok=True)
+    texts = {
+        "passwd": f"root:x:0:0:root:/nonexistent:/usr/sbin/nologin\n"
+                  f"labls:x:{uid}:{uid}:labls run:{home}:/bin/sh\n"
+                  "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+        "group": f"root:x:0:\nlabls:x:{uid}:\nnogroup:x:65534:\n",
+        "hosts": "127.0.0.1\tlocalhost labls\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+        "hostname": "labls\n",
+    }
+    if network == "none":  # a DNS query becomes a counted attempt (observe.RESOLVER)
+        texts["resolv.conf"] = f"nameserver {resolver}\noptions attempts:1 timeout:1\n"
+    made = {}
+    for name, text in texts.items():
+        path = folder / name
+        path.write_text(text)
+        made[name] = path
+    return made
+
+
 def command(spec: SandboxSpec) -> list[str]:
     payload = [spec.python, *spec.argv]
     if spec.kind == "none":
@@ -150,28 +240,75 @@ def command(spec: SandboxSpec) -> list[str]:
     return _bwrap(spec, payload)
 
 
+class _Tree:
+    """bwrap arguments for an allow-listed root: each mount point's parents made first as
+    0755 folders (bwrap would make them 0700, which the run's uid could not cross)."""
+
+    def __init__(self) -> None:
+        self.args: list[str] = []
+        self._made = {Path("/")}
+
+    def parents(self, dest: Path) -> None:
+        for parent in reversed(dest.parents):
+            if parent not in self._made:
+                self._made.add(parent)
+                self.args += ["--dir", str(parent)]
+
+    def mount(self, how: str, source: Path | str, dest: Path | str | None = None) -> None:
+        target = Path(dest if dest is not None else source)
+        self.parents(target)
+        self._made.add(target)
+        self.args += [how, str(source), str(target)]
+
+    def special(self, how: str, dest: str) -> None:
+        self.parents(Path(dest))
+        self._made.add(Path(dest))
+        self.args += [how, dest]
+
+
 def _bwrap(spec: SandboxSpec, payload: list[str]) -> list[str]:
-    args = [shutil.which("bwrap") or "bwrap", *_user_ns(), "--die-with-parent", "--unshare-pid",
-            "--unshare-ipc", "--unshare-uts", "--hostname", "labls"]
+    args = [shutil.which("bwrap") or "bwrap", *_privilege(), "--die-with-parent", "--new-session",
+            "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
+            "--hostname", "labls"]
     if spec.network == "none":
         args.append("--unshare-net")
-    args += ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
-             "--tmpfs", "/dev/shm", "--tmpfs", "/tmp"]
-    for hidden in dict.fromkeys(spec.hidden):  # in order, once each
-        if hidden.exists():
-            args += ["--tmpfs", str(hidden)]
-    for path in spec.readonly:
+    tree = _Tree()
+    tree.mount("--ro-bind", "/usr")
+    tree.args += _system_links()
+    tree.special("--dev", "/dev")
+    tree.special("--proc", "/proc")
+    tree.special("--tmpfs", "/tmp")
+    tree.special("--tmpfs", "/dev/shm")
+    etc = ETC_ALLOWED + (ETC_NETWORK if spec.network == "host" else ())  # else: RESOLVER
+    for name in etc:
+        if name not in spec.etc_files and os.path.lexists(f"/etc/{name}"):
+            tree.mount("--ro-bind", f"/etc/{name}")
+    for name, source in spec.etc_files.items():
+        tree.mount("--ro-bind", source, f"/etc/{name}")
+    for folder in (*SYS_CPU, *(SYS_GPU if spec.devices else ())):
+        if os.path.isdir(folder):
+            tree.mount("--ro-bind", folder)
+    for path in dict.fromkeys(spec.readonly):
         if path.exists():
-            args += ["--ro-bind", str(path), str(path)]
-    for path in (spec.work_dir, spec.probe_dir, spec.home_dir):
-        args += ["--bind", str(path), str(path)]
-    args += ["--ro-bind", str(spec.harness_dir), str(spec.harness_dir)]
+            tree.mount("--ro-bind", path)
+    tree.mount("--ro-bind", spec.harness_dir)
     if spec.dataset_root.is_dir():
-        bind = "--bind" if spec.writable_datasets else "--ro-bind"
-        args += [bind, str(spec.dataset_root), str(spec.dataset_root)]
+        tree.mount("--bind" if spec.writable_datasets else "--ro-bind",
+                   spec.dataset_source or spec.dataset_root, spec.dataset_root)
+    for path in (spec.work_dir, spec.probe_dir, spec.home_dir):
+        tree.mount("--bind", path)
     for node in spec.devices:
-        args += ["--dev-bind", node, node]
+        tree.mount("--dev-bind", node)
+    args += tree.args
+    if spec.seccomp is not None:
+        args += ["--seccomp", str(SECCOMP_FD)]
+    for fd, (mode, _path) in spec.gate.items():
+        args += ["--info-fd" if mode == "<>" else "--block-fd", str(fd)]
     args += ["--chdir", str(spec.work_dir), "--clearenv"]
     for name, value in spec.env.items():
         args += ["--setenv", name, value]
+    if spec.run_uid is not None:  # as root: the last step before the run drops to its own uid
+        payload = ["/usr/bin/setpriv", f"--reuid={spec.run_uid}", f"--regid={spec.run_uid}",
+                   "--clear-groups", "--inh-caps=-all", "--ambient-caps=-all",
+                   "--bounding-set=-all", "--", *payload]
     return [*args, "--", *payload]

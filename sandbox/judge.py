@@ -8,13 +8,12 @@ been handed its script: they load while the run's interpreter starts, not before
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import datasets, metrics, provenance
+from . import datasets, metrics, provenance, untrusted
 from .records import make_error
 
 if TYPE_CHECKING:
@@ -53,33 +52,57 @@ def judge(run: _Run, pump: OutputPump) -> tuple[str, dict[str, Any] | None]:
     run.series = merged.series
     record.dataset_used = list(pump.parsed.stamps)
     probe = provenance.read_probe(run.probe_dir)
+    record.warnings += [p.wire() for p in probe.problems]
     specs = datasets.all_specs(run.cfg.datasets)
     scan = datasets.scan(run.cfg.dataset_cache_root, run.cfg.datasets)
-    record.provenance = provenance.verdict(pump.parsed.stamps, probe.opened, scan, specs)
+    note = run.observer_note or (run.reads.note if run.reads else "")
+    record.provenance = provenance.verdict(pump.parsed.stamps, run.reads, scan, specs,
+                                           probe.opened, note)
     record.network_attempts = [_relative(run, e) for e in probe.network]
+    if run.net_attempts:  # counted by the kernel outside the run: the hook's lines may be gone
+        record.network_attempts.append({"event": "blocked", "count": run.net_attempts,
+                                        "observer": "kernel", "local": False})
+    if run.view is not None and run.request.writable_datasets and run.proc.returncode == 0:
+        run.view.merge_writes()
     return _outcome(run, merged, probe)
 
 
-def stack_frames(dump: Path, work_dir: Path) -> list[provenance.Frame]:
+def stack_frames(run: _Run) -> list[provenance.Frame]:
     """Where the run's code was when it was stopped (the faulthandler dump), or nothing."""
-    with contextlib.suppress(OSError):
-        text = dump.read_text(errors="replace")
-        return provenance.parse_stack_dump(text, work_dir)
-    return []
+    data = _untrusted(run, run.probe_dir, "stack.txt", 4 << 20)
+    return provenance.parse_stack_dump(data.decode("utf-8", "replace"), run.work_dir)
+
+
+def _untrusted(run: _Run, base: Path, rel: str, limit: int = untrusted.MAX_FILE) -> bytes:
+    """A file of the run's, read as hostile input; a refusal becomes a warning on the record."""
+    try:
+        return untrusted.read_bytes(base, rel, limit) or b""
+    except untrusted.Refused as exc:
+        shown = f"{base.name}/{rel}"
+        run.record.warnings.append(untrusted.Problem(shown, exc.reason).wire())
+        return b""
+    except OSError as exc:
+        run.record.warnings.append(untrusted.Problem(f"{base.name}/{rel}", str(exc)).wire())
+        return b""
 
 
 def _metric_sources(run: _Run, pump: OutputPump) -> dict[str, metrics.MetricSet]:
     found = {"stdout": pump.parsed}
-    harness = run.probe_dir / "metrics.jsonl"
-    if harness.exists():
-        with open(harness, encoding="utf-8", errors="replace") as f:
-            found["harness"] = metrics.parse_harness_lines(f)
-    for candidate in (run.work_dir / "results.json", run.work_dir / "results/results.json"):
-        with contextlib.suppress(OSError, ValueError):
-            if candidate.stat().st_mtime >= run.launched_at - 0.01:  # written by this run
-                found["resultsFile"] = metrics.parse_results_json(
-                    json.loads(candidate.read_text(encoding="utf-8")))
-                break
+    harness = _untrusted(run, run.probe_dir, "metrics.jsonl")
+    if harness:
+        found["harness"] = metrics.parse_harness_lines(untrusted.lines(harness))
+    for rel in ("results.json", "results/results.json"):
+        with contextlib.suppress(OSError):  # written by this run, not copied in with the work
+            if os.lstat(run.work_dir / rel).st_mtime < run.launched_at - 0.01:
+                continue
+        data = _untrusted(run, run.work_dir, rel)
+        if not data:
+            continue
+        try:
+            found["resultsFile"] = metrics.parse_results_json(untrusted.loads(data))
+            break
+        except ValueError as exc:
+            run.record.warnings.append(untrusted.Problem(f"work/{rel}", str(exc)).wire())
     return found
 
 

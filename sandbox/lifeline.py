@@ -66,14 +66,18 @@ def _reap(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def launch_script(argv: list[str], env: dict[str, str] | None, cwd: Path, log: Path) -> str:
+def launch_script(argv: list[str], env: dict[str, str] | None, cwd: Path, log: Path,
+                  fds: dict[int, tuple[str, Path]] | None = None) -> str:
     """The shell text a standby sources: into the work folder, output to the log (appending),
-    then `exec` the run with exactly `env` (None: the standby's own, `PATH` alone)."""
+    then `exec` the run with exactly `env` (None: the standby's own, `PATH` alone) and the
+    files of `fds` open on those descriptors, each with its redirection (`<`, `<>`)."""
     if env is not None:
         argv = ["/usr/bin/env", "-i", *(f"{name}={value}" for name, value in env.items()), *argv]
+    opened = "".join(f" {fd}{mode}{shlex.quote(str(path))}"
+                     for fd, (mode, path) in (fds or {}).items())
     return (f"cd -- {shlex.quote(str(cwd))} || exit 125\n"
             f"exec >>{shlex.quote(str(log))} 2>&1\n"
-            f"exec {shlex.join(argv)}\n")
+            f"exec {shlex.join(argv)}{opened}\n")
 
 
 class Watchdog:

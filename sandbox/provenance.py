@@ -1,58 +1,84 @@
 """Where a run's numbers came from and where it failed.
 
-- `read_probe`: the events the run's audit hook wrote (dataset files opened, network attempts).
+- `read_probe`: the events the run's audit hook wrote (dataset files opened, network attempts):
+  written by code inside the run, so claims, kept as details, never a verdict's ground.
 - `verdict`: `verified` only when exactly one `DATASET_USED:` stamp names a dataset present in
-  the cache and files of that dataset were really opened; otherwise `unverified` or `mismatch`,
-  with the reason and the diagnostic code it maps to.
+  the cache and an observer outside the run (`observe.py`) saw bytes read from files of that
+  dataset and of no other; otherwise `unverified` or `mismatch`, with the reason and the
+  diagnostic code it maps to.
 - `parse_traceback` / `parse_stack_dump`: the frames of a Python traceback in the log, or of the
   faulthandler dump taken just before a timeout kill, mapped to workspace-relative paths.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from . import untrusted
 from .datasets import CacheScan, DatasetSpec, dataset_for_path
+
+if TYPE_CHECKING:
+    from .observe import DatasetReads
+
+MAX_LISTED = 1000  # paths listed per kind in the record; the counts are exact
 
 
 @dataclass
 class ProbeEvents:
     opened: list[str]
     network: list[dict[str, Any]]
+    problems: list[untrusted.Problem]
 
 
 def read_probe(probe_dir: Path) -> ProbeEvents:
-    opened: list[str] = []
+    """The audit hook's events (bounded, each line checked: the run can write this file)."""
+    opened: dict[str, None] = {}
     network: list[dict[str, Any]] = []
-    path = probe_dir / "events.jsonl"
-    if path.exists():
-        with open(path, encoding="utf-8", errors="replace") as f:
-            for line in f:
-                try:
-                    event = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if event.get("event") == "open" and event.get("path") not in opened:
-                    opened.append(event["path"])
-                elif event.get("event") in ("connect", "resolve"):
-                    network.append(event)
-    return ProbeEvents(opened, network)
+    problems = []
+    try:
+        data = untrusted.read_bytes(probe_dir, "events.jsonl") or b""
+    except untrusted.Refused as exc:
+        problems.append(untrusted.Problem("probe/events.jsonl", exc.reason))
+        data = b""
+    for line in untrusted.lines(data):
+        try:
+            event = untrusted.loads(line) if line.strip() else None
+        except ValueError:
+            continue
+        if not isinstance(event, dict):
+            continue
+        kind, path = event.get("event"), event.get("path")
+        if kind == "open" and isinstance(path, str) and len(opened) < MAX_LISTED:
+            opened[path] = None
+        elif kind in ("connect", "resolve") and len(network) < MAX_LISTED:
+            network.append({k: v for k, v in event.items() if isinstance(v, str | int | bool)})
+    return ProbeEvents(list(opened), network, problems)
 
 
-def verdict(stamps: list[str], opened: list[str], scan: CacheScan,
-            specs: list[DatasetSpec]) -> dict[str, Any]:
-    """The provenance block of the run record."""
-    read = [p for p in opened if os.path.isfile(p)]
+def verdict(stamps: list[str], reads: DatasetReads | None, scan: CacheScan,
+            specs: list[DatasetSpec], claimed: list[str], note: str = "") -> dict[str, Any]:
+    """The provenance block of the run record.
+
+    `reads` is what an observer outside the run saw (None: nobody outside watched, and the
+    verdict cannot be `verified`); `claimed` is what the run's own audit hook wrote, kept in
+    the record as the lower-trust source it is, never the ground for a verdict."""
+    observed = reads is not None and reads.observed
+    read = reads.read if reads is not None else []
+    opened_unread = [p for p in (reads.opened if reads is not None else []) if p not in
+                     set(read)]
     datasets_read = sorted({d for p in read if (d := dataset_for_path(p, scan.cache_root, specs))})
 
     def result(kind: str, reason: str, code: str | None) -> dict[str, Any]:
         return {"verdict": kind, "reason": reason, "code": code, "stamps": stamps,
-                "filesRead": read, "datasetsRead": datasets_read}
+                "observed": observed, "filesRead": read[:MAX_LISTED],
+                "filesReadCount": reads.read_count if reads is not None else 0,
+                "filesOpenedUnread": opened_unread[:MAX_LISTED],
+                "datasetsRead": datasets_read, "claimedFilesRead": claimed[:MAX_LISTED],
+                "note": note}
 
     if not stamps:
         return result("unverified", "no `DATASET_USED: <name>` line was printed", "dataset-stamp")
@@ -70,14 +96,21 @@ def verdict(stamps: list[str], opened: list[str], scan: CacheScan,
     if not status.present:
         return result("mismatch", f"`DATASET_USED: {status.name}` names a dataset that is not "
                       f"present under {scan.cache_root}", "dataset-stamp")
-    if status.name not in datasets_read:
-        if datasets_read:
-            return result("mismatch", f"the stamp says {status.name} but the run read "
-                          f"{', '.join(datasets_read)}", "dataset-stamp")
-        return result("unverified", f"the stamp says {status.name} but no file of it was read",
+    if not observed:
+        return result("unverified", f"the stamp says {status.name}, but no observer outside "
+                      f"the run saw what it read ({note or 'none was set up'})",
                       "dataset-unread")
-    return result("verified", f"{status.name}: stamped once and {len(read)} of its files read",
-                  None)
+    others = [d for d in datasets_read if d != status.name]
+    if others:
+        return result("mismatch", f"the stamp says {status.name} but the run also read "
+                      f"{', '.join(others)}", "dataset-stamp")
+    if status.name not in datasets_read:
+        unread = " (files were opened but no byte of them was read)" if opened_unread else ""
+        return result("unverified", f"the stamp says {status.name} but no file of it was "
+                      f"read{unread}", "dataset-unread")
+    count = reads.read_count if reads is not None else len(read)
+    return result("verified", f"{status.name}: stamped once and {count} of its files read, "
+                  "as seen from outside the run", None)
 
 
 # --- tracebacks ----------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ class RunRecord:
     provenance: dict[str, Any] = field(default_factory=dict)
     network_attempts: list[dict[str, Any]] = field(default_factory=list)
     isolation: str = ""
+    sandbox: dict[str, Any] = field(default_factory=dict)
     network: str = ""
     device: str = "cpu"
     gpus: list[int] = field(default_factory=list)
@@ -47,13 +48,16 @@ class RunRecord:
     log_tail: str = ""
     error: dict[str, Any] | None = None
     traceback: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[dict[str, Any]] = field(default_factory=list)  # inputs labls refused
 
     @property
     def final(self) -> bool:
         return self.state in FINAL_STATES
 
     def to_wire(self) -> dict[str, Any]:
-        return {camel_case(k): v for k, v in asdict(self).items()}
+        """camelCase and strict JSON: a NaN or infinity anywhere becomes null (the keys that
+        were not finite are listed in `structured.nonFinite`)."""
+        return {camel_case(k): finite(v) for k, v in asdict(self).items()}
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> RunRecord:
@@ -64,3 +68,14 @@ class RunRecord:
 def make_error(kind: str, message: str, file: str | None = None,
                line: int | None = None) -> dict[str, Any]:
     return {"kind": kind, "message": message, "file": file, "line": line}
+
+
+def finite(value: Any) -> Any:
+    """`value` with every non-finite float replaced by None, so strict JSON can carry it."""
+    if isinstance(value, float):
+        return value if value - value == 0.0 else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value

@@ -57,3 +57,12 @@ def populate(workspace: Path, state_dir: Path, work_dir: Path) -> int:
         shutil.copy2(src, dst)
         count += 1
     return count
+
+
+def hand_over(folder: Path, uid: int) -> None:
+    """Make `folder` and everything in it belong to `uid` (a root engine's run uid), never
+    following a symlink."""
+    os.lchown(folder, uid, uid)
+    for here, dirs, names in os.walk(folder):
+        for name in dirs + names:
+            os.lchown(os.path.join(here, name), uid, uid)
