@@ -288,8 +288,9 @@ class _Run:
         for folder in (self.probe_dir, self.home_dir):
             folder.mkdir(parents=True, exist_ok=True)
         populate(self.engine.workspace, self.engine.state_dir, self.work_dir)
-        kind = isolation.choose(self.cfg.run.isolation, self.cfg.run.network)
-        self.record.isolation = kind
+        asked = self.cfg.run.isolation
+        self.record.isolation = "bwrap" if asked == "auto" else asked  # kept if refused
+        kind = isolation.choose(asked, self.cfg.run.network)
         spec = self._sandbox_spec(kind, slot)
         self._observe(spec)
         self.record.sandbox = _describe(spec)
