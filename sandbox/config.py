@@ -35,8 +35,9 @@ class RunConfig:
     python: str = "auto"
     gpus: str | list[int] = "auto"
     max_concurrent: int = 0
-    memory_mb: int = 0
+    memory_mb: int = 0  # 0: three quarters of the machine's memory
     max_processes: int = 1024
+    disk_mb: int = 4096  # what the run's folders may grow by; 0: no cap
     env: list[str] = field(default_factory=list)
 
 
@@ -176,6 +177,7 @@ VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "run.max_concurrent": _non_negative_int,
     "run.memory_mb": _non_negative_int,
     "run.max_processes": _non_negative_int,
+    "run.disk_mb": _non_negative_int,
     "run.env": _env_names,
     "metric.name": _non_empty_str,
     "metric.goal": _choice("minimize", "maximize"),

@@ -8,6 +8,7 @@ here imports LSP.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import select
@@ -23,7 +24,7 @@ from . import isolation, lifeline, limits, proctree, syscall_filter
 from .config import Config
 from .gpus import GpuSampler, GpuSlots, Slot, detect_gpus, gpu_device_nodes
 from .harness import HARNESS_DIR
-from .observe import RESOLVER
+from .observe import RESOLVER, sweep_stale_views
 from .records import RunRecord, finite, make_error
 from .workdir import hand_over, populate
 
@@ -40,6 +41,7 @@ if TYPE_CHECKING:  # the rest: loaded by a run's thread once its process has its
 MAX_TIMEOUT_SEC = 7 * 24 * 3600
 FILE_SIZE_LIMIT_MB = 64 * 1024
 RESERVED_ENV = ("LABLS_", "PYTHONPATH")
+STATE_DIR_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES)
 NAMESPACED = ("bwrap", "unshare")  # isolations whose PID namespace dies with its init
 
 
@@ -76,12 +78,15 @@ class Engine:
         self._registry: Registry | None = None
         self._registry_lock = threading.Lock()
         _keep_out_of_git(self.state_dir)
+        if isolation.privileged():  # views of runs whose engine was killed
+            sweep_stale_views(self.state_dir)
         gpus = config.run.gpus if isinstance(config.run.gpus, list) else detect_gpus()
         self.slots = GpuSlots(gpus, config.run.max_concurrent)
         threading.Thread(target=isolation.warm, args=(config.run.isolation,), daemon=True,
                          name="labls-probe").start()
         self.launcher = launcher or lifeline.Launcher()
         self._active: dict[str, _Run] = {}
+        self._unsaved: dict[str, RunRecord] = {}  # finished runs the registry refused
         self._lock = threading.Lock()
 
     # --- public API ---------------------------------------------------------------------------
@@ -107,7 +112,10 @@ class Engine:
     def get(self, run_id: str) -> RunRecord | None:
         with self._lock:
             run = self._active.get(run_id)
-        return run.record if run else self.registry.get(run_id)
+            unsaved = self._unsaved.get(run_id)
+        if run is not None:
+            return run.record
+        return unsaved or self.registry.get(run_id)
 
     def active_ids(self) -> list[str]:
         with self._lock:
@@ -134,6 +142,7 @@ class Engine:
             run = self._active.get(run_id)
         if run is not None:
             run.done.wait(timeout)
+            return run.record  # the live record: it answers even when it could not be saved
         return self.get(run_id)
 
     def cancel(self, run_id: str, timeout: float | None = None) -> RunRecord | None:
@@ -226,7 +235,9 @@ class _Run:
         self.stop_reason: str | None = None
         self.stack_frames: list[Frame] = []
         self.proc: subprocess.Popen[bytes] | None = None
-        self.cgroup: limits.PidsCgroup | None = None
+        self.cgroup: limits.RunCgroup | None = None
+        self.memory_mb = 0  # the run's memory limit (its cgroup's, or RLIMIT_AS's)
+        self.disk_base = 0  # bytes in the run's folders at launch
         self.watchdog: lifeline.Watchdog | None = None
         self.sampler = GpuSampler([])
         self.view: DatasetView | None = None  # observers outside the run (root engines only)
@@ -266,6 +277,12 @@ class _Run:
             self._end("failed", make_error(exc.kind, str(exc)))
         except ValueError as exc:  # e.g. GPUs asked for that this machine does not have
             self._end("failed", make_error("refused", str(exc)))
+        except OSError as exc:
+            if exc.errno not in STATE_DIR_ERRNOS:
+                self._end("failed", make_error("internal", f"labls error: {exc!r}"))
+            else:  # the state dir is full or read-only: say which, and what it said
+                self._end("failed", make_error("stateDir", f"labls could not prepare the run "
+                                               f"under {self.engine.state_dir}: {exc}"))
         except Exception as exc:  # a bug of ours: the run still gets a final record
             self._end("failed", make_error("internal", f"labls error: {exc!r}"))
         finally:
@@ -302,11 +319,22 @@ class _Run:
         standby = self.engine.launcher.take()
         try:
             self.cgroup = standby.cgroup
+            asked_mb = self.cfg.run.memory_mb
+            self.memory_mb = asked_mb or limits.default_memory_mb()
+            caged = False
             if self.cgroup:
                 self.cgroup.set_max(self.cfg.run.max_processes)
+                caged = self.cgroup.set_memory(self.memory_mb)
+            if not caged and not asked_mb:
+                self.memory_mb = 0  # no cgroup, and RLIMIT_AS only when the user asks
+            disk = self.cfg.run.disk_mb
             limits.apply_rlimits(
-                standby.proc.pid, 0 if slot.gpus else self.cfg.run.memory_mb,
-                self.cfg.run.max_processes, FILE_SIZE_LIMIT_MB, nproc=self.cgroup is None)
+                standby.proc.pid, 0 if slot.gpus or not asked_mb else asked_mb,
+                self.cfg.run.max_processes, min(FILE_SIZE_LIMIT_MB, disk or FILE_SIZE_LIMIT_MB),
+                nproc=self.cgroup is None)
+            self.disk_base = _disk_use([self.work_dir, self.probe_dir, self.home_dir])
+            self.record.sandbox.update(memoryMb=self.memory_mb, memoryCgroup=caged,
+                                       diskMb=disk, maxProcesses=self.cfg.run.max_processes)
             script = self.run_dir / "launch.sh"
             script.write_text(lifeline.launch_script(  # bwrap sets the run's env itself
                 argv, spec.env if kind != "bwrap" else None, self.work_dir,
@@ -320,7 +348,8 @@ class _Run:
         self.proc = standby.proc
         if not standby.launch(script):
             raise RuntimeError("the run's standby process died before the launch")
-        self.watchdog.watch(self.proc.pid)  # its own session: the process group is its pid
+        self.watchdog.watch(  # its own session: the process group is its pid
+            self.proc.pid, self.view.mountpoint if self.view is not None else None)
         if self.gate is not None:  # the sandbox waits until its namespace is pinned
             pidfd = os.pidfd_open(self.proc.pid)
             try:
@@ -425,6 +454,9 @@ class _Run:
                     break
                 if time.monotonic() >= next_progress:
                     next_progress += 1.0
+                    if self._over_disk_quota():
+                        self._terminate("diskQuota")
+                        break
                     self.engine.listener.on_progress(self.record, time.time() - self.launched_at)
         finally:
             os.close(pidfd)
@@ -436,6 +468,15 @@ class _Run:
         if self.net_counter is not None:
             self.net_attempts = self.net_counter.attempts()
         pump.finish(timeout=300)
+
+    def _over_disk_quota(self) -> bool:
+        """The run's folders grew past `run.disk_mb` (checked once a second; a single file
+        is also held to it by `RLIMIT_FSIZE`)."""
+        quota = self.cfg.run.disk_mb
+        if not quota:
+            return False
+        grown = _disk_use([self.work_dir, self.probe_dir, self.home_dir]) - self.disk_base
+        return grown > quota * 1024 * 1024
 
     def _terminate(self, reason: str) -> None:
         """Stack dump → SIGTERM to the run's processes → grace → SIGKILL to everything."""
@@ -481,8 +522,27 @@ class _Run:
             self.record.duration_sec = round(self.record.finished_at - self.record.started_at, 3)
 
     def _finish(self) -> None:
+        """Save the final record and tell the listener. Whatever fails here (a full or
+        read-only state dir, a broken registry), the record reaches the listener and every
+        `wait` returns: what could not be saved is a warning on the record."""
         if not self.record.final:
             self._end("failed", make_error("internal", "the run ended without a verdict"))
+        try:
+            self._save()
+        except Exception as exc:  # the disk, SQLite: reported, never hangs
+            self.record.warnings.append({
+                "code": "state-dir", "file": str(self.engine.state_dir),
+                "message": f"the run's record could not be saved under "
+                           f"{self.engine.state_dir}: {exc}"})
+            with self.engine._lock:  # kept in memory, so `get` still finds it
+                self.engine._unsaved[self.record.run_id] = self.record
+        try:
+            self.engine.listener.on_finish(self.record)
+        finally:
+            self.engine._finished(self)
+            self.done.set()
+
+    def _save(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         import json  # loaded by then (the judge and the registry use it), so free here
 
@@ -491,11 +551,6 @@ class _Run:
         tmp.write_text(json.dumps(results, indent=1, default=str, allow_nan=False))
         os.replace(tmp, self.record.results_path)
         self.engine.registry.save(self.record, self.series)
-        try:
-            self.engine.listener.on_finish(self.record)
-        finally:
-            self.engine._finished(self)
-            self.done.set()
 
 
 def _keep_out_of_git(state_dir: Path) -> None:
@@ -516,6 +571,21 @@ def _describe(spec: isolation.SandboxSpec) -> dict[str, object]:
             "userNamespace": hardened and spec.run_uid is None, "seccomp": spec.seccomp is not None,
             "filesystem": "allowList" if hardened else "host",
             "network": spec.network, "warning": isolation.WEAKER.get(spec.kind)}
+
+
+def _disk_use(folders: list[Path]) -> int:
+    """Bytes of disk the files under `folders` take (no symlink followed)."""
+    total = 0
+    stack = [str(f) for f in folders]
+    while stack:
+        with contextlib.suppress(OSError), os.scandir(stack.pop()) as entries:
+            for entry in entries:
+                with contextlib.suppress(OSError):
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(entry.path)
+                    else:
+                        total += entry.stat(follow_symlinks=False).st_blocks * 512
+    return total
 
 
 def _nonempty(path: Path) -> bool:

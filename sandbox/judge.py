@@ -114,6 +114,10 @@ def _outcome(run: _Run, merged: metrics.Merged,
         if run.stop_reason == "timeout":
             message = f"the {run.record.timeout_sec:g} s budget ran out{where}"
             return "timedOut", _error("timeout", message, frame)
+        if run.stop_reason == "diskQuota":
+            message = (f"the run's folders grew past {run.cfg.run.disk_mb} MB "
+                       f"(run.disk_mb){where}")
+            return "failed", _error("diskQuota", message, frame)
         return "cancelled", _error("cancelled", f"cancelled{where}", frame)
     code = run.proc.returncode if run.proc else None
     tests_ran = (run.record.script == "-m pytest" and code == 1
@@ -138,10 +142,14 @@ def _failure(run: _Run, probe: provenance.ProbeEvents) -> dict[str, Any]:
     if run.cgroup and run.cgroup.hit_limit():
         return make_error("oom", f"the run hit the limit of {run.cfg.run.max_processes} "
                           "processes (run.max_processes)")
+    if run.cgroup and (kills := run.cgroup.oom_kills()):
+        frame = provenance.innermost_workspace_frame(parsed[0]) if parsed else None
+        return _error("oom", f"the kernel killed {kills} process(es) of the run for going over "
+                      f"its memory limit of {run.memory_mb} MB (run.memory_mb)", frame)
     if parsed is None:
         how = f"killed by signal {-code}" if code is not None and code < 0 else (
             f"exited with code {code}")
-        kind = "oom" if code == -signal.SIGKILL and run.cfg.run.memory_mb else "exception"
+        kind = "oom" if code == -signal.SIGKILL and run.memory_mb else "exception"
         return make_error(kind, f"the run {how} without a Python traceback")
     frames, exception = parsed
     run.record.traceback = [f.wire() for f in frames]

@@ -31,30 +31,32 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from .limits import PidsCgroup, remove_stale_cgroups
+from .limits import RunCgroup, remove_stale_cgroups
 
 STANDBY_MAX_PIDS = 64  # until a run takes the standby and sets its own `run.max_processes`
 
 
-def standby_cgroup() -> PidsCgroup | None:
-    """A fresh pids cgroup named after this process, or None where none can be made."""
-    return PidsCgroup.create(f"{os.getpid()}-{os.urandom(4).hex()}", STANDBY_MAX_PIDS)
+def standby_cgroup() -> RunCgroup | None:
+    """Fresh pids and memory cgroups named after this process, or None where none can be made."""
+    return RunCgroup.create(f"{os.getpid()}-{os.urandom(4).hex()}", STANDBY_MAX_PIDS)
 
-# $1: the engine's pid, $2: the cgroup's procs file or "". stdin: the launch script's path.
-_STANDBY = ('[ "$PPID" = "$1" ] || exit 125; [ -z "$2" ] || echo $$ > "$2" || exit 125; '
+# $1: the engine's pid, $2: the cgroups' procs files (spaced) or "". stdin: the launch script.
+_STANDBY = ('[ "$PPID" = "$1" ] || exit 125; for f in $2; do echo $$ > "$f" || exit 125; done; '
             'read -r launch || exit 125; exec 0</dev/null; . "$launch"; exit 125')
 
-# stdin: the run's process group, then `done` when the engine has finished with it (`done` alone
-# for a standby that never ran). $1: the cgroup's procs file or "". (dash's kill takes no `--`.)
+# stdin: the run's process group (and the dataset view to unmount, if any), then `done` when
+# the engine has finished with it (`done` alone for a standby that never ran). $1: the cgroups'
+# procs files or "". (dash's kill takes no `--`.)
 _WATCHDOG = (
-    'read pgid || exit 0; [ "$pgid" != done ] || exit 0; read line && exit 0; '
+    'read pgid view || exit 0; [ "$pgid" != done ] || exit 0; read line && exit 0; '
     'kill -KILL "-$pgid" 2>/dev/null; '
-    '[ -z "$1" ] || kill -KILL $(cat "$1") 2>/dev/null; exit 0'
+    '[ -z "$1" ] || kill -KILL $(cat $1) 2>/dev/null; '
+    '[ -z "$view" ] || umount -l "$view" 2>/dev/null; exit 0'
 )
 
 
-def _procs(cgroup: PidsCgroup | None) -> str:
-    return str(cgroup.path / "cgroup.procs") if cgroup else ""
+def _procs(cgroup: RunCgroup | None) -> str:
+    return " ".join(cgroup.procs_files()) if cgroup else ""
 
 
 def _reap(proc: subprocess.Popen[bytes]) -> None:
@@ -83,7 +85,7 @@ def launch_script(argv: list[str], env: dict[str, str] | None, cwd: Path, log: P
 class Watchdog:
     """Kills a run's process group (and cgroup) if this process dies before `stand_down`."""
 
-    def __init__(self, cgroup: PidsCgroup | None = None) -> None:
+    def __init__(self, cgroup: RunCgroup | None = None) -> None:
         read_end, self._write_end = os.pipe()
         try:
             self.proc = subprocess.Popen(
@@ -93,9 +95,13 @@ class Watchdog:
         finally:
             os.close(read_end)
 
-    def watch(self, pgid: int) -> None:
+    def watch(self, pgid: int, view: Path | None = None) -> None:
+        """Guard process group `pgid` (and unmount `view` if the engine dies)."""
+        line = f"{pgid} {view}\n" if view is not None else f"{pgid}\n"
+        if "\n" in line[:-1]:
+            raise ValueError(f"a newline in the dataset view's path: {view!r}")
         with contextlib.suppress(OSError):
-            os.write(self._write_end, f"{pgid}\n".encode())
+            os.write(self._write_end, line.encode())
 
     def stand_down(self) -> None:
         """The run is over and cleaned up: the watchdog exits without killing anything."""
@@ -109,7 +115,7 @@ class Standby:
     """A started, armed process in its cgroup, waiting for the script that becomes the run, and
     the run's watchdog, started with it so neither fork is on the way to the run."""
 
-    def __init__(self, cgroup: PidsCgroup | None, parent: int | None = None) -> None:
+    def __init__(self, cgroup: RunCgroup | None, parent: int | None = None) -> None:
         self.cgroup = cgroup
         guard = ["/bin/sh", "-c", _STANDBY, "labls-standby", str(parent or os.getpid()),
                  _procs(cgroup)]
@@ -157,7 +163,7 @@ class Launcher:
     """Keeps one standby ready, all of them forked by one thread that lives as long as the
     engine (closing it stops that thread, and with it every run it started)."""
 
-    def __init__(self, make_cgroup: Callable[[], PidsCgroup | None] = standby_cgroup,
+    def __init__(self, make_cgroup: Callable[[], RunCgroup | None] = standby_cgroup,
                  refill: bool = True) -> None:
         self._make_cgroup = make_cgroup
         self._refill = refill  # False: a single run (the CLI) needs no replacement started

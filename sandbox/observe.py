@@ -116,6 +116,8 @@ class DatasetView:
         except BaseException:
             self.close()
             raise
+        with _views_lock:
+            _views.add(str(self.mountpoint))
         self._thread = threading.Thread(target=self._follow, name="labls-datasets", daemon=True)
         self._thread.start()
 
@@ -223,6 +225,8 @@ class DatasetView:
             os.close(self._fd)
             self._fd = -1
         _libc.umount2(bytes(self.mountpoint), _MNT_DETACH)
+        with _views_lock:
+            _views.discard(str(self.mountpoint))
         for folder in (self.mountpoint, self._empty):
             with contextlib.suppress(OSError):
                 folder.rmdir()
@@ -231,15 +235,31 @@ class DatasetView:
             shutil.rmtree(self._work, ignore_errors=True)
 
 
-def sweep_stale_views(state_dir: Path) -> None:
-    """Unmount dataset views left by an engine that was killed before it could."""
-    marker = f" {state_dir}/runs/"
+def sweep_stale_views(state_dir: Path) -> int:
+    """Unmount the dataset views of this state dir's runs that no live engine owns (their
+    engine was killed before its watchdog could unmount them); returns how many."""
+    prefix = f"{state_dir}/runs/"
+    stale = []
     with contextlib.suppress(OSError), open("/proc/self/mountinfo") as f:
         for line in f:
             fields = line.split(" ")
-            if len(fields) > 4 and marker.strip() in fields[4] and fields[4].endswith(
-                    "/datasets"):
-                _libc.umount2(fields[4].encode(), _MNT_DETACH)
+            point = fields[4] if len(fields) > 4 else ""
+            if point.startswith(prefix) and point.endswith("/datasets"):
+                stale.append(point)
+    owned = _live_views()
+    for point in stale:
+        if point not in owned:
+            _libc.umount2(point.encode(), _MNT_DETACH)
+    return len([p for p in stale if p not in owned])
+
+
+_views_lock = threading.Lock()
+_views: set[str] = set()
+
+
+def _live_views() -> set[str]:
+    with _views_lock:
+        return set(_views)
 
 
 # --- network attempts ----------------------------------------------------------------------------

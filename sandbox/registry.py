@@ -67,18 +67,28 @@ def _process_start(pid: int) -> str | None:
     return stat[stat.rfind(b")") + 2 :].split()[19].decode()
 
 
+class RegistryError(OSError):
+    """The registry cannot be opened; the message names the file and what to do."""
+
+
 class Registry:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, timeout=30, check_same_thread=False,
-                                   isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(SCHEMA)
-        self._owner = (os.getpid(), _process_start(os.getpid()))
-        self.interrupted = self._mark_orphans()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, timeout=30, check_same_thread=False,
+                                       isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(SCHEMA)
+            self._owner = (os.getpid(), _process_start(os.getpid()))
+            self.interrupted = self._mark_orphans()
+        except (sqlite3.Error, OSError) as exc:
+            hint = (" (it is not a labls registry: move it aside and labls starts a new one)"
+                    if isinstance(exc, sqlite3.DatabaseError) and "not a database" in str(exc)
+                    else "")
+            raise RegistryError(f"the run registry {path} cannot be used: {exc}{hint}") from exc
 
     def _mark_orphans(self) -> list[str]:
         """Runs left `running`/`queued` by a process that no longer exists."""

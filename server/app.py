@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import importlib
 import logging
@@ -50,6 +51,8 @@ class LabServer(LanguageServer):
         self._init_options: Any = None
         self._client_settings: Any = None
         self.runs: RunService | None = None  # built on `initialized`, once the config is known
+        self.runs_error: str | None = None  # why they could not be (e.g. the state dir)
+        self.main_loop: asyncio.AbstractEventLoop | None = None  # set by `initialize`
 
     @property
     def root(self) -> Path:
@@ -64,6 +67,7 @@ class LabServer(LanguageServer):
         return self._config
 
     def remember_init_options(self, options: Any) -> None:
+        self.main_loop = asyncio.get_running_loop()
         self._init_options = _unwrap(options or {})
 
     def load_config(self, settings: Any = None) -> list[ConfigProblem]:
@@ -85,21 +89,36 @@ class LabServer(LanguageServer):
         return problems
 
     def on_initialized(self) -> None:
-        import asyncio
-
         from .runs import RunService
 
         log.info("labls initialized for %s", self.root)
-        self.runs = RunService(self, asyncio.get_running_loop())
-        self.runs._resume_loops()
+        try:
+            self.runs = RunService(self, asyncio.get_running_loop())
+            self.runs._resume_loops()
+        except Exception as exc:  # an unusable state dir: every command says so, by path
+            state = self.config.state_path(self.root)
+            self.runs_error = f"labls cannot use its state dir {state}: {exc}"
+            log.error("%s", self.runs_error)
+            self.window_show_message(types.ShowMessageParams(
+                type=types.MessageType.Error, message=self.runs_error))
         threading.Thread(target=_prewarm, name="labls-prewarm", daemon=True).start()
 
     def require_runs(self) -> RunService:
         if self.runs is None:
-            from pygls.exceptions import JsonRpcServerNotInitialized
+            from pygls.exceptions import JsonRpcInternalError, JsonRpcServerNotInitialized
 
+            if self.runs_error is not None:
+                raise JsonRpcInternalError(self.runs_error)
             raise JsonRpcServerNotInitialized("labls: the `initialized` notification has not come")
         return self.runs
+
+    def framing_problem(self, message: str) -> None:
+        """A message the framing dropped (called from pygls's reader thread): tell the user
+        from the server's loop, the only place that writes the wire."""
+        notice = types.ShowMessageParams(type=types.MessageType.Error,
+                                         message=f"labls: {message}")
+        if self.main_loop is not None and not self.main_loop.is_closed():
+            self.main_loop.call_soon_threadsafe(self.window_show_message, notice)
 
     def stop_all_runs(self) -> None:
         """Every run of this server stops (whole process trees) and is recorded `cancelled`."""

@@ -7,6 +7,7 @@ import sys
 
 from . import commands, lifecycle
 from .app import LabServer
+from .framing import BoundedStdin
 
 
 def build_server() -> LabServer:
@@ -28,8 +29,9 @@ def serve(log_file: str | None = None, verbose: bool = False) -> int:
     if not verbose:  # pygls logs every message at INFO: too costly while runs stream
         logging.getLogger("pygls").setLevel(logging.WARNING)
     server = build_server()
+    stdin = BoundedStdin(sys.stdin.buffer, on_problem=server.framing_problem)
     try:
-        server.start_io()
+        server.start_io(stdin=stdin)  # type: ignore[arg-type]  # pygls types it BinaryIO
     finally:
         server.stop_all_runs()
     return 0

@@ -335,3 +335,60 @@ def test_no_nan_or_infinity_on_the_wire(lab) -> None:
     json.loads(text, parse_constant=refuse)
     json.dumps(record.to_wire(), allow_nan=False)
     assert "grad_norm" in record.structured["nonFinite"]
+
+
+def test_every_run_has_a_memory_limit_by_default(lab) -> None:
+    record = lab.run('print("val_bpb: 1")\n')
+    total_mb = int(Path("/proc/meminfo").read_text().split()[1]) // 1024
+    assert record.sandbox["memoryCgroup"] is True
+    assert 0 < record.sandbox["memoryMb"] < total_mb
+
+
+def test_the_memory_cgroup_holds_a_tree_that_rlimit_as_cannot(lab) -> None:
+    """Three children of 150 MB each pass a per-process 250 MB RLIMIT_AS, but not a 250 MB
+    memory cgroup over the whole run; the kill is reported as `oom`."""
+    source = """
+        import subprocess, sys
+        child = "b = bytearray(150 * 2**20); import time; time.sleep(3); print('child: 1')"
+        procs = [subprocess.Popen([sys.executable, "-c", child]) for _ in range(3)]
+        codes = [p.wait() for p in procs]
+        print("killed:", sum(c < 0 for c in codes))
+        sys.exit(1 if any(codes) else 0)
+    """
+    record = lab.run(source, memory_mb=250, timeout=60)
+    assert record.state == "failed" and record.error is not None
+    assert record.error["kind"] == "oom", record.error
+    assert "memory limit of 250 MB" in record.error["message"]
+    # control: with room for all three, the same tree runs to the end
+    control = lab.run(source, memory_mb=2000, timeout=60)
+    assert control.state == "succeeded", (control.error, control.log_tail)
+    assert control.metrics["killed"] == 0 and control.metrics["child"] == 1
+
+
+def test_a_run_that_fills_its_folder_is_stopped_at_its_quota(lab) -> None:
+    source = """
+        import os
+        for i in range(40):                     # 40 files of 8 MB: none over the quota alone
+            with open(f"chunk{i}.bin", "wb") as f:
+                f.write(os.urandom(8 << 20))
+            print("written_mb:", 8 * (i + 1))
+        import time; time.sleep(30)
+    """
+    record = lab.run(source, disk_mb=64, timeout=60)
+    assert record.state == "failed" and record.error is not None
+    assert record.error["kind"] == "diskQuota", record.error
+    # control: with a larger quota the same writes finish (and the run is then cut by time)
+    control = lab.run(source.replace("time.sleep(30)", "pass"), disk_mb=1024, timeout=60)
+    assert control.state == "succeeded" and control.metrics["written_mb"] == 320
+
+
+def test_one_file_larger_than_the_quota_is_refused_by_the_kernel(lab) -> None:
+    record = lab.run("""
+        import errno
+        try:
+            with open("big.bin", "wb") as f:
+                f.write(b"x" * (40 << 20))
+        except OSError as exc:
+            print("errno:", exc.errno)
+    """, disk_mb=16)
+    assert record.metrics["errno"] == 27  # EFBIG
