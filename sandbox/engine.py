@@ -329,7 +329,7 @@ class _Run:
                 self.memory_mb = 0  # no cgroup, and RLIMIT_AS only when the user asks
             disk = self.cfg.run.disk_mb
             limits.apply_rlimits(
-                standby.proc.pid, 0 if slot.gpus or not asked_mb else asked_mb,
+                standby.proc.pid, limits.address_space_mb(bool(slot.gpus), asked_mb),
                 self.cfg.run.max_processes, min(FILE_SIZE_LIMIT_MB, disk or FILE_SIZE_LIMIT_MB),
                 nproc=self.cgroup is None)
             self.disk_base = _disk_use([self.work_dir, self.probe_dir, self.home_dir])
@@ -454,6 +454,8 @@ class _Run:
                     break
                 if time.monotonic() >= next_progress:
                     next_progress += 1.0
+                    if self.view is not None and self.cgroup is not None:
+                        self.view.sample_maps(self.cgroup.members())
                     if self._over_disk_quota():
                         self._terminate("diskQuota")
                         break

@@ -160,6 +160,12 @@ def remove_stale_cgroups(limit: int = 8) -> int:
     return removed
 
 
+def address_space_mb(gpu_run: bool, asked_mb: int) -> int:
+    """The `RLIMIT_AS` of a run, 0 for none: only a CPU run whose user set `run.memory_mb`
+    (CUDA reserves far more address space than it uses; the cgroup holds GPU runs)."""
+    return 0 if gpu_run else asked_mb
+
+
 def apply_rlimits(pid: int, memory_mb: int, max_processes: int, file_size_mb: int,
                  nproc: bool) -> None:
     """Lower the limits of process `pid` (soft and hard), which all its children inherit."""

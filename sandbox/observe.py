@@ -8,9 +8,11 @@ watched whole with fanotify (`FAN_MARK_FILESYSTEM`): every open and every read t
 any process of the run and any path (a symlink the run made, `cat`, C readers), is an event in
 the engine's queue, and no process outside the run uses it. A file counts as read when a read
 of it was seen (`FAN_ACCESS`); once seen, its inode is ignored, so a training loop's reads cost
-one event per file. Pages read through `mmap` raise no event: a file only mapped counts as
-opened, not read. A prepare step that may fill the cache gets an upper layer owned by the run;
-what it wrote is copied into the cache afterwards (regular files and folders only).
+one event per file. Pages read through `mmap` raise no event, so the engine also reads the
+maps of the run's processes once a second: a file seen mapped counts as read (one mapped and
+unmapped between two samples counts as opened only). A prepare step that may fill the cache
+gets an upper layer owned by the run; what it wrote is copied into the cache afterwards
+(regular files and folders only).
 
 Network attempts: the run's network namespace holds only loopback, and its resolver points at an
 unroutable address (`RESOLVER`), so every attempt to reach another host (a connect, a UDP send,
@@ -86,6 +88,7 @@ class DatasetView:
         self._upper = run_dir / "datasets-upper" if writable else None
         self._work = run_dir / "datasets-work"
         self._fd = -1
+        self._dev: str | None = None  # the view's device, as `/proc/<pid>/maps` writes it
         self._opened: dict[str, None] = {}
         self._read: dict[str, None] = {}
         self._opened_count = 0
@@ -116,6 +119,8 @@ class DatasetView:
         except BaseException:
             self.close()
             raise
+        device = os.stat(self.mountpoint).st_dev
+        self._dev = f"{os.major(device):02x}:{os.minor(device):02x}"
         with _views_lock:
             _views.add(str(self.mountpoint))
         self._thread = threading.Thread(target=self._follow, name="labls-datasets", daemon=True)
@@ -173,7 +178,9 @@ class DatasetView:
         seen from the reader's namespace (`<root>/<rel>`), from ours (`<mountpoint>/<rel>`),
         or from the run's mount alone (`/<rel>`); the right reading is the one that leads to
         the same inode (overlayfs shows a lower file's own inode number)."""
-        inode = os.fstat(efd).st_ino
+        return self._path_of(shown, os.fstat(efd).st_ino) or str(self.root) + "/?"
+
+    def _path_of(self, shown: str, inode: int) -> str | None:
         first = None
         for prefix in (str(self.root), str(self.mountpoint), ""):
             if not shown.startswith(prefix + "/"):
@@ -183,7 +190,27 @@ class DatasetView:
             with contextlib.suppress(OSError):
                 if os.stat(candidate, follow_symlinks=False).st_ino == inode:
                     return candidate
-        return first or str(self.root) + "/?"
+        return first
+
+    def sample_maps(self, pids: list[int]) -> None:
+        """Files of the view mapped by the run's processes (`/proc/<pid>/maps`, read from
+        outside): pages read through `mmap` raise no fanotify event, so a mapping seen here
+        counts as a read. The engine calls this once a second; a mapping made and dropped
+        between two samples is not seen."""
+        if self._dev is None:
+            return
+        for pid in pids:
+            with contextlib.suppress(OSError), open(f"/proc/{pid}/maps") as maps:
+                for line in maps:
+                    fields = line.split(maxsplit=5)
+                    if len(fields) < 6 or fields[3] != self._dev:
+                        continue
+                    path = self._path_of(fields[5].rstrip("\n"), int(fields[4]))
+                    if path is not None and path not in self._read:
+                        self._opened.setdefault(path, None)
+                        self._read_count += 1
+                        if len(self._read) < MAX_PATHS:
+                            self._read[path] = None
 
     def finish(self) -> DatasetReads:
         """The run's processes are gone: read what is left of the queue and stop watching."""

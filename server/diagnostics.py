@@ -21,7 +21,8 @@ Lines = Callable[[str], list[str] | None]  # workspace-relative path → its lin
 
 ERROR_CODES = {"exception": "exception", "timeout": "timeout", "network": "network",
                "nan": "nan", "datasetMissing": "dataset-missing", "noMetrics": "no-metrics",
-               "oom": "oom", "refused": "refused", "internal": "internal"}
+               "oom": "oom", "refused": "refused", "internal": "internal",
+               "diskQuota": "disk-quota", "stateDir": "state-dir"}
 HINTS = {
     "network": "runs have no network: load data from the dataset cache root instead",
     "datasetMissing": "the dataset is not in the cache root: stage it there; never substitute "
@@ -92,6 +93,14 @@ def build(record: RunRecord, comparison: Comparison | None, read_lines: Lines,
         line = _find_line(script_lines, "DATASET_USED")
         add(record.script, line, prov["code"], f"dataset provenance {prov['verdict']}: "
             f"{prov['reason']}", types.DiagnosticSeverity.Warning, {"provenance": prov})
+
+    for warning in record.warnings:  # inputs of the run's that labls refused, a weak sandbox
+        add(record.script, None, warning.get("code", "warning"), warning.get("message", ""),
+            types.DiagnosticSeverity.Warning, {"warning": warning})
+    weaker = (record.sandbox or {}).get("warning")
+    if weaker:
+        add(record.script, None, "sandbox", f"this run had a weaker sandbox: {weaker}",
+            types.DiagnosticSeverity.Warning, {"sandbox": record.sandbox})
 
     if record.metrics:
         judged = comparison.metric if comparison else ""

@@ -290,3 +290,16 @@ async def test_cancel_and_many_requests_while_runs_stream(client, ws):
     cancelled = await asyncio.gather(*(
         command(client, "labls.run.cancel", {"runId": r["runId"]}) for r in (a, b)))
     assert [r["state"] for r in cancelled] == ["cancelled", "cancelled"]
+
+
+async def test_a_refused_run_file_is_a_warning_diagnostic(client, ws):
+    write(ws, "fifo.py", """
+        import os
+        os.mkfifo("results.json")
+        print("val_bpb: 0.5")
+    """)
+    run = await command(client, "labls.run.start", {"script": "fifo.py", "wait": True})
+    assert run["state"] == "succeeded", run
+    d = diags(client, ws, "fifo.py")["hostile-input"]
+    assert d.severity == types.DiagnosticSeverity.Warning
+    assert "work/results.json" in d.message and "FIFO" in d.message

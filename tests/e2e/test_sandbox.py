@@ -3,7 +3,7 @@
 A control runs the same probe without the defence (plain bwrap as it was configured before, or
 no sandbox) and shows the attack would work, so every test here can fail. These tests need
 root (the CI machine and most GPU boxes run labls as root); as a user the run's uid is the
-user's own and the outside observers are not set up, which `test_sandbox_unit` covers.
+user's own and the outside observers are not set up (`tests/unit/test_isolation.py`).
 """
 
 from __future__ import annotations
@@ -392,3 +392,22 @@ def test_one_file_larger_than_the_quota_is_refused_by_the_kernel(lab) -> None:
             print("errno:", exc.errno)
     """, disk_mb=16)
     assert record.metrics["errno"] == 27  # EFBIG
+
+
+def test_reads_through_mmap_count(lab) -> None:
+    """numpy's memmap and torch.from_file read pages through `mmap`, which raises no
+    fanotify event: the mapping, seen from outside in the run's `/proc/<pid>/maps`, counts."""
+    pytest.importorskip("numpy")
+    raw = lab.root / "MNIST" / "raw"
+    source = f"""
+        import time
+        import numpy as np
+        images = np.memmap({str(raw / "train-images-idx3-ubyte")!r}, dtype=np.uint8, mode="r")
+        print("first_byte:", int(images[0]))
+        time.sleep(1.6)  # the engine samples the maps once a second
+        print("DATASET_USED: MNIST")
+        print("val_bpb: 1.0")
+    """
+    record = lab.run(source)
+    assert record.provenance["verdict"] == "verified", record.provenance
+    assert record.provenance["filesRead"] == [str(raw / "train-images-idx3-ubyte")]
