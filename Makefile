@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-APT_PACKAGES := bubblewrap git neovim
+APT_PACKAGES := bubblewrap libseccomp2 git neovim
 
 .PHONY: setup system demo test lint bench clean
 
@@ -15,13 +15,14 @@ setup: system $(STAMP)
 system:
 	@missing=""; \
 	command -v bwrap >/dev/null || missing="$$missing bubblewrap"; \
+	ldconfig -p 2>/dev/null | grep -q 'libseccomp\.so\.2' || missing="$$missing libseccomp2"; \
 	command -v git >/dev/null || missing="$$missing git"; \
 	command -v nvim >/dev/null || missing="$$missing neovim"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing:$$missing"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
-	  else echo "warning: please install:$$missing (runs fall back to weaker isolation)"; fi; \
+	  else echo "warning: please install:$$missing (runs are refused until the sandbox can start)"; fi; \
 	fi
 
 # The CPU build of torch goes in first: a bare `torch` requirement would pull a multi-GB CUDA build.

@@ -20,6 +20,7 @@ import argparse
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -68,16 +69,45 @@ def launch(ws: Path, n: int) -> dict[str, float]:
     bwrap = [shutil.which("bwrap") or "bwrap", "--die-with-parent", "--unshare-pid",
              "--unshare-net", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
              "--tmpfs", "/tmp", "--clearenv", "--", PY, "-c", "pass"]
+    hardened_cmd, fds = _hardened(ws)
+    in_hardened = []
     for _ in range(n):
         direct.append(timed([PY, "-c", "pass"]))
         in_bwrap.append(timed(bwrap))
+        in_hardened.append(timed(["/bin/sh", "-c", shlex.join(hardened_cmd) + fds]))
         t0 = time.perf_counter()
         rec = engine.start(RunRequest("noop.py"))
         engine.wait(rec.run_id)
         via_engine.append(time.perf_counter() - t0)
     engine.close()
     return {"python_direct_ms": median_ms(direct), "python_in_bwrap_ms": median_ms(in_bwrap),
+            "python_in_hardened_bwrap_ms": median_ms(in_hardened),
             "engine_start_to_record_ms": median_ms(via_engine)}
+
+
+def _hardened(ws: Path) -> tuple[list[str], str]:
+    """`python -c pass` in the sandbox a run gets (no uid drop, seccomp, allow-list), without
+    the engine around it: what the hardening itself costs."""
+    from labls.sandbox import isolation, syscall_filter
+
+    folder = ws / "hardened"
+    for sub in ("work", "probe", "home", "etc"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    bpf = folder / "seccomp.bpf"
+    if not bpf.exists():
+        syscall_filter.write(bpf)
+    uid = isolation.RUN_UID_BASE if isolation.privileged() else None
+    for sub in ("work", "probe", "home"):
+        if uid is not None:
+            os.chown(folder / sub, uid, uid)
+    spec = isolation.SandboxSpec(
+        kind="bwrap", network="none", python=PY, argv=["-c", "pass"], work_dir=folder / "work",
+        run_dir=folder, probe_dir=folder / "probe", home_dir=folder / "home",
+        harness_dir=folder / "etc", dataset_root=ws / "cache",
+        readonly=isolation.interpreter_roots(PY), run_uid=uid, seccomp=bpf,
+        etc_files=isolation.identity_files(folder / "etc", uid or os.getuid(), folder / "home",
+                                           "none", "192.0.2.53"))
+    return isolation.command(spec), f" {isolation.SECCOMP_FD}<{shlex.quote(str(bpf))}"
 
 
 def regular_install(tmp: Path) -> str:
