@@ -243,11 +243,14 @@ class DatasetView:
 
     def close(self) -> None:
         """Stop watching, unmount and remove the view (lazily: nothing can keep it busy)."""
-        if self._thread is None or not self._thread.is_alive():
-            for fd in (self._stop_r, self._stop_w):
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-            self._stop_r = self._stop_w = -1
+        if self._thread is not None and self._thread.is_alive():  # never finished: stop it
+            with contextlib.suppress(OSError):
+                os.write(self._stop_w, b"x")
+            self._thread.join(timeout=30)
+        for fd in (self._stop_r, self._stop_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._stop_r = self._stop_w = -1
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1

@@ -68,8 +68,8 @@ def verdict(stamps: list[str], reads: DatasetReads | None, scan: CacheScan,
     the record as the lower-trust source it is, never the ground for a verdict."""
     observed = reads is not None and reads.observed
     read = reads.read if reads is not None else []
-    opened_unread = [p for p in (reads.opened if reads is not None else []) if p not in
-                     set(read)]
+    read_set = set(read)
+    opened_unread = [p for p in (reads.opened if reads is not None else []) if p not in read_set]
     datasets_read = sorted({d for p in read if (d := dataset_for_path(p, scan.cache_root, specs))})
 
     def result(kind: str, reason: str, code: str | None) -> dict[str, Any]:
