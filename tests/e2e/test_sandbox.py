@@ -54,10 +54,12 @@ PROBE_PRIVILEGE = """
 def _bare_bwrap(script: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     """The control: the probe in bwrap as labls configured it before (root, whole `/`
     read-only), without dropping privilege."""
+    keep = [str(script), *map(str, isolation.interpreter_roots(sys.executable))]
+    binds = [arg for path in keep for arg in ("--ro-bind", path, path)]  # over the /tmp tmpfs
     return subprocess.run(
         ["bwrap", "--unshare-pid", "--unshare-net", "--die-with-parent", "--ro-bind", "/", "/",
-         "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--ro-bind", str(script),
-         str(script), *extra, sys.executable, str(script)],
+         "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", *binds, *extra,
+         sys.executable, str(script)],
         capture_output=True, text=True, timeout=60, check=False)
 
 
@@ -80,7 +82,9 @@ def test_a_run_holds_no_privilege(lab, tmp_path: Path) -> None:
     # control: the same probe in the old sandbox shape is root with every capability
     probe = tmp_path / "probe.py"
     probe.write_text(textwrap.dedent(PROBE_PRIVILEGE))
-    control = _metrics(_bare_bwrap(probe).stdout)
+    done = _bare_bwrap(probe)
+    control = _metrics(done.stdout)
+    assert "CapEff" in control, done.stderr
     assert int(control["CapEff"]) != 0 and control["uid"] == "0"
     assert control["umount_ok"] == "1" and control["unshare_mount_ok"] == "1"
 
