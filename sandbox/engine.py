@@ -24,7 +24,7 @@ from . import isolation, lifeline, limits, proctree, syscall_filter
 from .config import Config
 from .gpus import GpuSampler, GpuSlots, Slot, detect_gpus, gpu_device_nodes
 from .harness import HARNESS_DIR
-from .observe import RESOLVER, sweep_stale_views
+from .observe import RESOLVER, DatasetView, ObserverUnavailable, SandboxGate, sweep_stale_views
 from .records import RunRecord, finite, make_error
 from .workdir import hand_over, populate
 
@@ -34,7 +34,7 @@ if TYPE_CHECKING:  # the rest: loaded by a run's thread once its process has its
 
     from .capture import OutputPump
     from .metrics import MetricSet
-    from .observe import DatasetReads, DatasetView, NetworkCounter, SandboxGate
+    from .observe import DatasetReads, NetworkCounter
     from .provenance import Frame
     from .registry import Registry
 
@@ -278,11 +278,11 @@ class _Run:
         except ValueError as exc:  # e.g. GPUs asked for that this machine does not have
             self._end("failed", make_error("refused", str(exc)))
         except OSError as exc:
-            if exc.errno not in STATE_DIR_ERRNOS:
-                self._end("failed", make_error("internal", f"labls error: {exc!r}"))
-            else:  # the state dir is full or read-only: say which, and what it said
+            if exc.errno in STATE_DIR_ERRNOS:  # the state dir is full or read-only: say which
                 self._end("failed", make_error("stateDir", f"labls could not prepare the run "
                                                f"under {self.engine.state_dir}: {exc}"))
+            else:
+                self._end("failed", make_error("internal", f"labls error: {exc!r}"))
         except Exception as exc:  # a bug of ours: the run still gets a final record
             self._end("failed", make_error("internal", f"labls error: {exc!r}"))
         finally:
@@ -374,20 +374,18 @@ class _Run:
     def _observe(self, spec: isolation.SandboxSpec) -> None:
         """As root, watch the run from outside: its dataset view and its network namespace."""
         if spec.run_uid is None:
-            self.observer_note = ("labls is not root here: nothing outside the run watched "
-                                  "its reads or its network attempts")
+            why = ("labls is not root here" if spec.kind == "bwrap"
+                   else f"the run had the {spec.kind} isolation, not the hardened sandbox")
+            self.observer_note = (f"{why}: nothing outside the run watched its reads or its "
+                                  "network attempts")
             return
         if spec.dataset_root.is_dir():
-            from .observe import DatasetView, ObserverUnavailable
-
             try:
                 self.view = DatasetView(spec.dataset_root, self.run_dir, spec.run_uid,
                                         spec.writable_datasets)
                 spec.dataset_source = self.view.mountpoint
             except ObserverUnavailable as exc:
                 self.observer_note = f"the dataset reads could not be watched: {exc}"
-        from .observe import SandboxGate
-
         self.gate = SandboxGate(self.run_dir)
         spec.gate = self.gate.fds
 

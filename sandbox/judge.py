@@ -77,11 +77,7 @@ def _untrusted(run: _Run, base: Path, rel: str, limit: int = untrusted.MAX_FILE)
     """A file of the run's, read as hostile input; a refusal becomes a warning on the record."""
     try:
         return untrusted.read_bytes(base, rel, limit) or b""
-    except untrusted.Refused as exc:
-        shown = f"{base.name}/{rel}"
-        run.record.warnings.append(untrusted.Problem(shown, exc.reason).wire())
-        return b""
-    except OSError as exc:
+    except (untrusted.Refused, OSError) as exc:
         run.record.warnings.append(untrusted.Problem(f"{base.name}/{rel}", str(exc)).wire())
         return b""
 

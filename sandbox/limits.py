@@ -116,9 +116,11 @@ class RunCgroup:
 
     def _count(self, controller: str, files: tuple[str, ...], key: str) -> int:
         path = self.paths.get(controller)
-        for name in files if path else ():
+        if path is None:
+            return 0
+        for name in files:
             with contextlib.suppress(OSError, ValueError, IndexError):
-                for line in (path / name).read_text().splitlines():  # type: ignore[operator]
+                for line in (path / name).read_text().splitlines():
                     if line.split()[0] == key:
                         return int(line.split()[1])
         return 0

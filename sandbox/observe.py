@@ -68,9 +68,9 @@ def _check(rc: int, what: str) -> int:
 
 @dataclass
 class DatasetReads:
-    """Files under the dataset root the run opened, and those it read bytes from."""
+    """Files under the dataset root the run opened, and those it read bytes from (as seen
+    from outside the run). Paths are kept up to `MAX_PATHS`; the counts go on past it."""
 
-    observed: bool  # False: nothing watched from outside (the fields below stay empty)
     opened: list[str] = field(default_factory=list)
     read: list[str] = field(default_factory=list)
     opened_count: int = 0
@@ -89,6 +89,7 @@ class DatasetView:
         self._work = run_dir / "datasets-work"
         self._fd = -1
         self._dev: str | None = None  # the view's device, as `/proc/<pid>/maps` writes it
+        self._lock = threading.Lock()
         self._opened: dict[str, None] = {}
         self._read: dict[str, None] = {}
         self._opened_count = 0
@@ -138,9 +139,7 @@ class DatasetView:
         while True:
             try:
                 data = os.read(self._fd, 64 * 1024)
-            except BlockingIOError:
-                return
-            except OSError:
+            except OSError:  # BlockingIOError: the queue is empty
                 return
             offset = 0
             while offset + _EVENT.size <= len(data):
@@ -159,19 +158,26 @@ class DatasetView:
             shown = os.readlink(f"/proc/self/fd/{efd}")
         except OSError:
             return
-        path = self._real_path(shown, efd)
-        if path not in self._opened:
-            self._opened_count += 1
-            if len(self._opened) < MAX_PATHS:
-                self._opened[path] = None
-        if mask & _FAN_ACCESS and path not in self._read:
-            self._read_count += 1
-            if len(self._read) < MAX_PATHS:
-                self._read[path] = None
+        if self._mark(self._real_path(shown, efd), bool(mask & _FAN_ACCESS)):
             # no more events for this file: a loop reading it in chunks costs one event
             _libc.fanotify_mark(self._fd, _FAN_MARK_ADD | _FAN_MARK_IGNORED_MASK
                                 | _FAN_MARK_IGNORED_SURV_MODIFY, _FAN_OPEN | _FAN_ACCESS,
                                 efd, None)
+
+    def _mark(self, path: str, read: bool) -> bool:
+        """Count `path` opened (and read); True when it is newly read. Called from the
+        watcher thread and, for mappings, from the run's thread."""
+        with self._lock:
+            if path not in self._opened:
+                self._opened_count += 1
+                if len(self._opened) < MAX_PATHS:
+                    self._opened[path] = None
+            if not read or path in self._read:
+                return False
+            self._read_count += 1
+            if len(self._read) < MAX_PATHS:
+                self._read[path] = None
+            return True
 
     def _real_path(self, shown: str, efd: int) -> str:
         """The file under the dataset root that an event is about. The kernel names it as
@@ -206,11 +212,8 @@ class DatasetView:
                     if len(fields) < 6 or fields[3] != self._dev:
                         continue
                     path = self._path_of(fields[5].rstrip("\n"), int(fields[4]))
-                    if path is not None and path not in self._read:
-                        self._opened.setdefault(path, None)
-                        self._read_count += 1
-                        if len(self._read) < MAX_PATHS:
-                            self._read[path] = None
+                    if path is not None and (path in self._read or len(self._read) < MAX_PATHS):
+                        self._mark(path, read=True)  # past the cap a mapping would recount
 
     def finish(self) -> DatasetReads:
         """The run's processes are gone: read what is left of the queue and stop watching."""
@@ -219,7 +222,7 @@ class DatasetView:
         if self._thread is not None:
             self._thread.join(timeout=30)
         note = "the event queue overflowed: some reads were not seen" if self._overflow else ""
-        return DatasetReads(True, list(self._opened), list(self._read), self._opened_count,
+        return DatasetReads(list(self._opened), list(self._read), self._opened_count,
                             self._read_count, note)
 
     def merge_writes(self) -> int:

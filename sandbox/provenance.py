@@ -24,7 +24,7 @@ from .datasets import CacheScan, DatasetSpec, dataset_for_path
 if TYPE_CHECKING:
     from .observe import DatasetReads
 
-MAX_LISTED = 1000  # paths listed per kind in the record; the counts are exact
+MAX_LISTED = 1000  # paths listed per kind in the record; `filesReadCount` counts them all
 
 
 @dataclass
@@ -66,7 +66,7 @@ def verdict(stamps: list[str], reads: DatasetReads | None, scan: CacheScan,
     `reads` is what an observer outside the run saw (None: nobody outside watched, and the
     verdict cannot be `verified`); `claimed` is what the run's own audit hook wrote, kept in
     the record as the lower-trust source it is, never the ground for a verdict."""
-    observed = reads is not None and reads.observed
+    observed = reads is not None
     read = reads.read if reads is not None else []
     read_set = set(read)
     opened_unread = [p for p in (reads.opened if reads is not None else []) if p not in read_set]
@@ -108,7 +108,7 @@ def verdict(stamps: list[str], reads: DatasetReads | None, scan: CacheScan,
         unread = " (files were opened but no byte of them was read)" if opened_unread else ""
         return result("unverified", f"the stamp says {status.name} but no file of it was "
                       f"read{unread}", "dataset-unread")
-    count = reads.read_count if reads is not None else len(read)
+    count = reads.read_count if reads is not None else 0  # observed: reads is set
     return result("verified", f"{status.name}: stamped once and {count} of its files read, "
                   "as seen from outside the run", None)
 
