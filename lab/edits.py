@@ -14,12 +14,15 @@ from __future__ import annotations
 import difflib
 import os
 import re
-import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from labls.sandbox import gitsafe
+
+from .protect import Guard
 
 FORMATS = ("searchReplace", "udiff", "whole", "workspaceEdit")
 
@@ -40,14 +43,34 @@ class Failure:
                 "nearest": self.nearest}
 
 
+class Refused(Exception):
+    """One path the edit may not touch (protected, binary): a failure, not a bad request."""
+
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(failure.reason)
+        self.failure = failure
+
+
 @dataclass
 class EditPlan:
-    """New contents by workspace-relative path (None: the file is new)."""
+    """New contents by workspace-relative path (old None: the file is new).
+
+    Texts are as the agent sees them: a file whose lines all end in CRLF is read with LF and
+    written back with CRLF; `raw` keeps every file's bytes so a restore is byte for byte."""
 
     workspace: Path
+    guard: Guard | None = None
     old: dict[str, str | None] = field(default_factory=dict)
     new: dict[str, str] = field(default_factory=dict)
     failures: list[Failure] = field(default_factory=list)
+    raw: dict[str, bytes | None] = field(default_factory=dict)
+    modes: dict[str, int] = field(default_factory=dict)
+    crlf: set[str] = field(default_factory=set)
+    executable: dict[str, bool] = field(default_factory=dict)  # exec bit a diff set or cleared
+
+    def __post_init__(self) -> None:
+        if self.guard is None:
+            self.guard = Guard(self.workspace)
 
     @property
     def ok(self) -> bool:
@@ -58,28 +81,62 @@ class EditPlan:
                  "created": self.old.get(p) is None, "diff": unified(p, self.old.get(p), text)}
                 for p, text in self.new.items()]
 
+    def target(self, rel: str) -> str:
+        """The real workspace-relative path `rel` names; EditError if it leads out, Refused if
+        it is protected."""
+        real = confine(self.workspace, rel)
+        assert self.guard is not None
+        why = self.guard.why(rel) or self.guard.why(real)
+        if why:
+            raise Refused(Failure(rel, "", f"protected: {rel} is {why}; labls edits never "
+                                           "touch it"))
+        return real
+
     def current(self, rel: str) -> str | None:
         """The file's text as this plan has it so far (earlier blocks already applied)."""
         if rel in self.new:
             return self.new[rel]
         if rel not in self.old:
             path = self.workspace / rel
-            self.old[rel] = path.read_text(encoding="utf-8") if path.is_file() else None
+            if path.exists() and not path.is_file():
+                raise Refused(Failure(rel, "", f"{rel} is not a regular file"))
+            if not path.exists():
+                self.old[rel] = self.raw[rel] = None
+                return None
+            data = path.read_bytes()
+            try:
+                if b"\0" in data:
+                    raise UnicodeDecodeError("utf-8", data, 0, 1, "a NUL byte")
+                text = data.decode("utf-8")
+            except UnicodeDecodeError:
+                raise Refused(Failure(rel, "", f"{rel} is binary or not UTF-8 text; labls "
+                                               "edits text files only")) from None
+            if b"\r\n" in data and data.count(b"\n") == data.count(b"\r\n"):
+                self.crlf.add(rel)
+                text = text.replace("\r\n", "\n")
+            self.raw[rel] = data
+            self.modes[rel] = path.stat().st_mode & 0o7777
+            self.old[rel] = text
         return self.old[rel]
+
+    def encoded(self, rel: str) -> bytes:
+        """The bytes `rel` gets: its new text in the file's own line endings."""
+        text = self.new[rel]
+        if rel in self.crlf:
+            text = text.replace("\r\n", "\n").replace("\n", "\r\n")
+        return text.encode("utf-8")
 
 
 def confine(workspace: Path, rel: str) -> str:
-    """The workspace-relative form of `rel`, or EditError if it leads outside."""
+    """The real workspace-relative form of `rel`, or EditError if it leads outside."""
     raw = Path(rel.strip())
-    if not rel.strip() or raw.is_absolute() or ".." in raw.parts:
+    if not rel.strip() or raw.is_absolute() or ".." in raw.parts or "\0" in rel:
         raise EditError(f"path {rel!r} must be relative to the workspace, without '..'")
     root = workspace.resolve()
     target = (root / raw).resolve()
-    if not target.is_relative_to(root):
+    if not target.is_relative_to(root) or target == root:
         raise EditError(f"path {rel!r} leads outside the workspace (through a symlink)")
-    if ".git" in raw.parts:
-        raise EditError(f"path {rel!r} is inside .git")
-    return str(raw)
+    return str(target.relative_to(root))
 
 
 def count_hunks(old: str, new: str) -> int:
@@ -94,26 +151,37 @@ def unified(path: str, old: str | None, new: str) -> str:
 
 
 def plan_edit(workspace: Path, fmt: str, text: str | None = None, path: str | None = None,
-              edit: dict[str, Any] | None = None) -> EditPlan:
-    plan = EditPlan(workspace)
-    if fmt == "searchReplace":
-        _require(text, "text", fmt)
-        _plan_search_replace(plan, text or "")
-    elif fmt == "whole":
-        _require(text, "text", fmt)
-        _require(path, "path", fmt)
-        rel = confine(workspace, path or "")
-        plan.current(rel)
-        plan.new[rel] = text or ""
-    elif fmt == "udiff":
-        _require(text, "text", fmt)
-        _plan_udiff(plan, text or "")
-    elif fmt == "workspaceEdit":
-        if not isinstance(edit, dict):
-            raise EditError("format workspaceEdit needs `edit`, an LSP WorkspaceEdit object")
-        _plan_workspace_edit(plan, edit)
-    else:
-        raise EditError(f"unknown format {fmt!r}; one of {', '.join(FORMATS)}")
+              edit: dict[str, Any] | None = None, guard: Guard | None = None) -> EditPlan:
+    """Every change the edit makes, in memory; `guard` says which paths are protected (by
+    default `.git`, `.labls` and labls's config)."""
+    plan = EditPlan(workspace, guard)
+    try:
+        if fmt == "searchReplace":
+            _require(text, "text", fmt)
+            _plan_search_replace(plan, text or "")
+        elif fmt == "whole":
+            _require(text, "text", fmt)
+            _require(path, "path", fmt)
+            rel = plan.target(path or "")
+            plan.current(rel)
+            plan.new[rel] = text or ""
+        elif fmt == "udiff":
+            _require(text, "text", fmt)
+            _plan_udiff(plan, text or "")
+        elif fmt == "workspaceEdit":
+            if not isinstance(edit, dict):
+                raise EditError("format workspaceEdit needs `edit`, an LSP WorkspaceEdit object")
+            _plan_workspace_edit(plan, edit)
+        else:
+            raise EditError(f"unknown format {fmt!r}; one of {', '.join(FORMATS)}")
+    except Refused as refused:
+        plan.failures.append(refused.failure)
+    assert plan.guard is not None
+    for rel, new_text in plan.new.items():
+        why = plan.guard.config_change(rel, plan.old.get(rel), new_text)
+        if why:
+            plan.failures.append(Failure(rel, "", f"protected: {rel}: {why}; labls edits "
+                                                   "never change it"))
     if not plan.new and not plan.failures:
         plan.failures.append(Failure("", (text or "")[:500], "the edit changes nothing"))
     return plan
@@ -156,11 +224,14 @@ def _plan_search_replace(plan: EditPlan, text: str) -> None:
     for path, search, replace in blocks:
         block = f"{path}\n<<<<<<< SEARCH\n{search}=======\n{replace}>>>>>>> REPLACE"
         try:
-            rel = confine(plan.workspace, path)
+            rel = plan.target(path)
+            current = plan.current(rel)
         except EditError as exc:
             plan.failures.append(Failure(path, block, str(exc)))
             continue
-        current = plan.current(rel)
+        except Refused as refused:
+            plan.failures.append(Failure(path, block, refused.failure.reason))
+            continue
         if current is None:
             if search.strip():
                 plan.failures.append(Failure(rel, block, "file does not exist"))
@@ -221,6 +292,11 @@ def nearest_lines(whole: str, search: str, context: int = 2) -> str:
 # --- unified diffs -------------------------------------------------------------------------------
 
 DIFF_PATH = re.compile(r"^(?:---|\+\+\+) (?:[ab]/)?(?P<path>[^\t\n]+)", re.MULTILINE)
+# git's extended headers: only content changes of regular files, new files and the exec bit
+MODE_LINE = re.compile(r"^(?:new file mode|new mode|old mode|deleted file mode|index \S+) "
+                       r"?(?P<mode>\d{6})?\s*$", re.MULTILINE)
+REFUSED_HEADERS = re.compile(r"^(?P<what>rename from|rename to|copy from|copy to|deleted file "
+                             r"mode|GIT binary patch|Binary files )", re.MULTILINE)
 
 
 def _plan_udiff(plan: EditPlan, text: str) -> None:
@@ -228,51 +304,89 @@ def _plan_udiff(plan: EditPlan, text: str) -> None:
     if not paths:
         plan.failures.append(Failure("", text[:500], "no `---`/`+++` file headers found"))
         return
+    header = REFUSED_HEADERS.search(text)
+    bad_mode = next((m.group("mode") for m in MODE_LINE.finditer(text)
+                     if m.group("mode") and m.group("mode") not in ("100644", "100755")), None)
+    if header or bad_mode:
+        what = (f"a `{header.group('what').strip()}` header" if header else
+                f"file mode {bad_mode} (a symlink, submodule or special file)")
+        plan.failures.append(Failure(paths[0], text[:500], f"the diff has {what}: labls diffs "
+                                     "change the text of regular files, create them, and set "
+                                     "or clear the executable bit; nothing else"))
+        return
     try:
-        rels = [confine(plan.workspace, p) for p in paths]
+        rels = [plan.target(p) for p in paths]
+        for rel in rels:
+            plan.current(rel)
     except EditError as exc:
         plan.failures.append(Failure("", text[:500], str(exc)))
         return
+    except Refused as refused:
+        plan.failures.append(Failure(refused.failure.path, text[:500], refused.failure.reason))
+        return
+    named: dict[str, str] = dict(zip(paths, rels, strict=True))
+    if any(p != r for p, r in named.items()):  # through an in-workspace symlink: its real path
+        def real(m: re.Match[str]) -> str:
+            path: str = m.group("path") or ""
+            return m.group(0).replace(path, named.get(path.strip(), path))
+
+        text = DIFF_PATH.sub(real, text)
     with tempfile.TemporaryDirectory(prefix="labls-udiff-") as tmp:
         scratch = Path(tmp)
         for rel in rels:
-            src = plan.workspace / rel
-            if src.is_file():
+            old = plan.old.get(rel)
+            if old is not None:
                 (scratch / rel).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(src, scratch / rel)
+                (scratch / rel).write_text(old, encoding="utf-8", newline="")
+                (scratch / rel).chmod(plan.modes[rel] & 0o777)
         patch = scratch / ".labls.patch"
         patch.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
         strip = "-p1" if re.search(r"^--- (a/|/dev/null)", text, re.MULTILINE) else "-p0"
         check = _git_apply(scratch, ["--check", "--verbose", strip, str(patch)])
         if check.returncode != 0:
-            reason = check.stderr.strip() or "git apply --check refused the diff"
-            path = rels[0]
-            m = re.search(r"patch failed: ([^:]+):(\d+)", reason)
-            near = ""
-            if m:
-                path = m.group(1)
-                current = plan.current(path) or ""
-                line = int(m.group(2))
-                lines = current.splitlines()
-                near = "\n".join(f"{n + 1:5d}  {lines[n]}" for n in
-                                 range(max(0, line - 3), min(len(lines), line + 5)))
-            plan.failures.append(Failure(path, text[:2000], reason, near))
+            plan.failures.append(_diff_failure(plan, rels[0], text, check.stderr))
             return
         done = _git_apply(scratch, [strip, str(patch)])
         if done.returncode != 0:
             plan.failures.append(Failure(rels[0], text[:2000], done.stderr.strip()))
             return
         for rel in rels:
-            plan.current(rel)
             target = scratch / rel
-            if target.is_file():
-                plan.new[rel] = target.read_text(encoding="utf-8")
+            if target.is_symlink() or (target.exists() and not target.is_file()):
+                plan.failures.append(Failure(rel, text[:500], "the diff makes a symlink or a "
+                                             "special file; labls edits write regular files"))
+                return
+            if not target.exists():
+                if plan.old.get(rel) is not None:
+                    plan.failures.append(Failure(rel, text[:500], "the diff deletes the file; "
+                                                 "labls edits do not delete files"))
+                    return
+                continue
+            plan.new[rel] = target.read_bytes().decode("utf-8", "replace")
+            executable = bool(target.stat().st_mode & 0o100)
+            was = bool(plan.modes.get(rel, 0o644) & 0o100)
+            if executable != was:
+                plan.executable[rel] = executable
+
+
+def _diff_failure(plan: EditPlan, first: str, text: str, stderr: str) -> Failure:
+    reason = stderr.strip() or "git apply --check refused the diff"
+    path, near = first, ""
+    m = re.search(r"patch failed: ([^:]+):(\d+)", reason)
+    if m:
+        path = m.group(1)
+        lines = (plan.old.get(path) or "").splitlines()
+        line = int(m.group(2))
+        near = "\n".join(f"{n + 1:5d}  {lines[n]}" for n in
+                         range(max(0, line - 3), min(len(lines), line + 5)))
+    return Failure(path, text[:2000], reason, near)
 
 
 def _git_apply(cwd: Path, args: list[str]) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "GIT_DIR": str(cwd / ".no-git")}  # plain patch mode, never a repo
-    return subprocess.run(["git", "apply", "--whitespace=nowarn", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, check=False)
+    env = gitsafe.clean_env({"GIT_DIR": str(cwd / ".no-git")})  # plain patch mode, no repo
+    return subprocess.run(["git", *gitsafe.overrides(None), "apply", "--whitespace=nowarn",
+                           *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          check=False)
 
 
 # --- LSP WorkspaceEdit ---------------------------------------------------------------------------
@@ -296,7 +410,7 @@ def _plan_workspace_edit(plan: EditPlan, edit: dict[str, Any]) -> None:
 
         absolute = Path(unquote(urlparse(uri).path))
         try:
-            rel = confine(plan.workspace, os.path.relpath(absolute, plan.workspace.resolve()))
+            rel = plan.target(os.path.relpath(absolute, plan.workspace.resolve()))
         except EditError as exc:
             plan.failures.append(Failure(uri, "", str(exc)))
             continue
@@ -333,17 +447,34 @@ def apply_text_edits(text: str, edits: list[dict[str, Any]]) -> str:
 
 def write_atomically(plan: EditPlan) -> None:
     """Every file to a temp beside it, then every rename: no half-written file is ever seen."""
+    _replace_all(plan.workspace, {rel: (plan.encoded(rel), _mode_of(plan, rel))
+                                  for rel in plan.new})
+
+
+def _mode_of(plan: EditPlan, rel: str) -> int:
+    mode = plan.modes.get(rel, 0o666 & ~_umask())
+    if rel in plan.executable:
+        mode = (mode | 0o111 & ~_umask()) if plan.executable[rel] else mode & ~0o111
+    return mode
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _replace_all(workspace: Path, contents: dict[str, tuple[bytes, int]]) -> None:
     staged: list[tuple[Path, Path]] = []
     try:
-        for rel, text in plan.new.items():
-            target = plan.workspace / rel
+        for rel, (data, mode) in contents.items():
+            target = workspace / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".labls",
                                         dir=target.parent)
-            with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-                f.write(text)
-            if target.exists():
-                shutil.copymode(target, name)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.chmod(name, mode)
             staged.append((Path(name), target))
     except BaseException:
         for tmp, _ in staged:
@@ -353,12 +484,31 @@ def write_atomically(plan: EditPlan) -> None:
         os.replace(tmp, target)
 
 
-def restore(plan: EditPlan) -> None:
-    """Undo `plan`: old contents back, files it created removed."""
-    for rel in plan.new:
-        old = plan.old.get(rel)
-        target = plan.workspace / rel
+def restore(plan: EditPlan) -> list[str]:
+    """Undo `plan` byte for byte (contents, line endings, mode); files it created are removed.
+    A file changed since the plan wrote it (by the user, or an editor) is left as it is: the
+    paths left are returned, never silently reverted."""
+    return restore_files(plan.workspace, {rel: (plan.raw.get(rel), plan.encoded(rel),
+                                                plan.modes.get(rel, 0o644)) for rel in plan.new})
+
+
+def restore_files(workspace: Path, files: dict[str, tuple[bytes | None, bytes, int]]) -> list[str]:
+    """For each path: (bytes before, bytes written, mode before); see `restore`."""
+    left: list[str] = []
+    back: dict[str, tuple[bytes, int]] = {}
+    for rel, (old, written, mode) in files.items():
+        target = workspace / rel
+        try:
+            now = target.read_bytes() if target.is_file() else None
+        except OSError:
+            now = None
+        if now != written:
+            if now != old:
+                left.append(rel)
+            continue
         if old is None:
             target.unlink(missing_ok=True)
         else:
-            target.write_text(old, encoding="utf-8")
+            back[rel] = (old, mode)
+    _replace_all(workspace, back)
+    return left

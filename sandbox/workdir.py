@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from pathlib import Path
+
+from . import gitsafe
 
 SKIP_DIRS = {".git", ".venv", "venv", "__pycache__", "node_modules", ".mypy_cache",
              ".pytest_cache", ".ruff_cache"}
@@ -19,9 +20,8 @@ SKIP_DIRS = {".git", ".venv", "venv", "__pycache__", "node_modules", ".mypy_cach
 
 def workspace_files(workspace: Path, state_dir: Path) -> list[str]:
     if (workspace / ".git").exists():
-        done = subprocess.run(
-            ["git", "-C", str(workspace), "ls-files", "-z", "--cached", "--others",
-             "--exclude-standard"], capture_output=True, check=False)
+        done = gitsafe.run_bytes(workspace, "ls-files", "-z", "--cached", "--others",
+                                 "--exclude-standard")
         if done.returncode == 0:
             files = [f for f in done.stdout.decode("utf-8", "surrogateescape").split("\0") if f]
             return [f for f in files if not _inside(workspace / f, state_dir)]

@@ -59,13 +59,13 @@ def test_aider_matcher_tolerates_shifted_indentation(ws: Path) -> None:
     assert "    lr = LR * 2\n    return lr\n" in plan.new["train.py"]
 
 
-@pytest.mark.parametrize("path", ["../outside.py", "/etc/passwd", "link/x.py", ".git/config"])
+@pytest.mark.parametrize("path", ["../outside.py", "/etc/passwd", "link/x.py"])
 def test_paths_outside_the_workspace_are_refused(ws: Path, tmp_path_factory, path: str) -> None:
     outside = tmp_path_factory.mktemp("outside")
     (ws / "link").symlink_to(outside)
     plan = plan_edit(ws, "searchReplace", sr(path, "", "print('pwned')\n"))
     reason = plan.failures[0].reason
-    assert not plan.ok and ("workspace" in reason or ".git" in reason), reason
+    assert not plan.ok and "workspace" in reason, reason
     with pytest.raises(EditError):
         plan_edit(ws, "whole", "x", path=path)
     assert not list(outside.iterdir())
