@@ -29,10 +29,14 @@ class Comparison:
 
 
 def compare(current: RunRecord, baseline: RunRecord | None, metric: str, goal: str,
-            min_delta: float = 0.0) -> Comparison:
-    """`delta` is current - baseline; an improvement must beat the baseline by > min_delta."""
+            min_delta: float = 0.0, reference: float | None = None) -> Comparison:
+    """`delta` is current - baseline; an improvement must beat the baseline by > min_delta.
+    `reference` is the baseline's value when it is not the baseline run's own (the median of
+    its repeats)."""
     cur = current.metrics.get(metric) if current.state == "succeeded" else None
     base = baseline.metrics.get(metric) if baseline is not None else None
+    if baseline is not None and reference is not None:
+        base = reference
 
     def result(verdict: str, reason: str, delta: float | None = None,
                pct: float | None = None) -> Comparison:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -78,7 +79,14 @@ def run_demo(base: Path, epochs: int | None = None) -> list[str]:
     workspace, cache = prepare(base, epochs)
     train = workspace / "train.py"
     say(f"workspace {workspace}\ndataset cache root {cache} (not the default /opt/datasets)")
-    with LspClient(workspace) as client:
+    # The demo is the user here, with a user config dir of its own (never the machine's): it
+    # trusts the example's labls.toml, which names the cache root and the judged metric.
+    env = {**os.environ, "XDG_CONFIG_HOME": str(base / "user-config")}
+    trusted = subprocess.run([sys.executable, "-m", "labls.server.cli", "trust"], cwd=workspace,
+                             env=env, capture_output=True, text=True)
+    say("\n> labls trust\n" + "\n".join(f"  {ln}" for ln in trusted.stdout.splitlines()))
+    checks.check("trust", trusted.returncode == 0, trusted.stderr.strip())
+    with LspClient(workspace, env=env) as client:
         client.initialize()
         listing = client.command("labls.datasets.list")
         present = [d["name"] for d in listing["datasets"] if d["present"]]
@@ -140,7 +148,7 @@ def run_demo(base: Path, epochs: int | None = None) -> list[str]:
         checks.check("step", bool(step.get("ok")) and step["verdict"] in ("keep", "discard"),
                      f"verdict {step.get('verdict')}")
         history = subprocess.run([sys.executable, "-m", "labls.server.cli", "history"],
-                                 cwd=workspace, capture_output=True, text=True).stdout
+                                 cwd=workspace, env=env, capture_output=True, text=True).stdout
         say("  labls history:\n" + "\n".join(f"    {ln}" for ln in history.splitlines()))
 
         say("\n> the same run with the cache emptied")

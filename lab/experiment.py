@@ -1,35 +1,51 @@
 """One autoresearch step: edit → time-boxed run → compare with the baseline → keep or discard.
 
-- keep: the edited files are committed; the message holds the hypothesis and the metric.
-- discard (no improvement beyond `metric.min_delta` and the baseline's measured spread) and
-  crash (failed run, timeout, edit that does not apply): the files are restored, and the edited
-  tree is committed off-branch under `refs/labls/discarded/<runId>` (its diff also goes into the
-  ledger), so no experiment's code is ever lost.
-With an empty ledger the current code is run first (`loop.baseline_repeats` times) and kept as
-the baseline. The workspace must be a git repository whose tracked files are clean: a step never
-mixes its changes with the user's.
+- keep: exactly the bytes that ran are committed (a tree built in a throwaway index, then HEAD
+  moved in one `update-ref`); the message holds the hypothesis and the metric.
+- discard (no improvement beyond the noise rule, or provenance not `verified`) and crash
+  (failed run, timeout, an edit that does not apply, git failing): the files are restored byte
+  for byte and the edited tree is committed off-branch under `refs/labls/discarded/<runId>`, so
+  no experiment's code is lost.
+A step is all or nothing: whatever fails after the edit, the tree ends as it was and the ledger
+has a row saying what happened; a step cut short by a killed process is undone by the next one
+(`journal.py`). Steps of one workspace never overlap (a lock file, across processes), and edits
+that arrive meanwhile are refused `busy` by the front-ends.
+
+The judgement is pinned: each ledger row carries its definition (metric, goal, min_delta, the
+script and its arguments). A step is compared only with rows of the same definition; a new one
+starts a new baseline, and earlier rows are never reinterpreted. The noise rule is the same at
+every step: a keep must beat the reference (the median of the baseline's repeats, then each
+kept run's value) by more than max(`metric.min_delta`, the baseline's spread = max - min of its
+repeats); the spread is carried by every keep, and the baseline is re-measured every
+`loop.rebaseline_every` keeps.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
 import os
 import statistics
-import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from labls.sandbox import gitsafe
 from labls.sandbox.config import Config
 from labls.sandbox.engine import Engine, RunRequest
 from labls.sandbox.records import RunRecord
 
 from .compare import Comparison, compare
 from .edits import EditPlan, plan_edit, restore, unified, write_atomically
+from .journal import Journal
+from .protect import Guard
 
 Waiter = Callable[[str], RunRecord]
+LABLS_AUTHOR = ("-c", "user.name=labls", "-c", "user.email=labls@localhost")
 
 
 class StepRefused(Exception):
@@ -47,6 +63,7 @@ class StepResult:
     discarded_ref: str | None = None
     failures: list[dict[str, Any]] = field(default_factory=list)
     baseline_runs: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def wire(self) -> dict[str, Any]:
         c = self.comparison
@@ -55,16 +72,27 @@ class StepResult:
                 "baseline": self.baseline.to_wire() if self.baseline else None,
                 "delta": c.delta if c else None, "comparison": c.wire() if c else None,
                 "commit": self.commit, "discardedRef": self.discarded_ref,
-                "failures": self.failures, "baselineRuns": self.baseline_runs}
+                "failures": self.failures, "baselineRuns": self.baseline_runs,
+                "notes": self.notes}
+
+
+@dataclass
+class Baseline:
+    run: RunRecord | None
+    value: float | None  # the reference: the repeats' median, or the last kept run's value
+    spread: float  # max - min of the baseline's repeats, carried across keeps
+    repeats: int
+    what: str = "the last kept run"
+    runs: list[str] = field(default_factory=list)  # baseline runs made by this step
+    notes: list[str] = field(default_factory=list)
 
 
 def git(workspace: Path, *args: str, env: dict[str, str] | None = None,
         check: bool = True) -> str:
-    done = subprocess.run(["git", "-C", str(workspace), *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, check=False)
-    if check and done.returncode != 0:
-        raise StepRefused(f"git {' '.join(args)}: {done.stderr.strip()}")
-    return done.stdout.strip()
+    try:
+        return gitsafe.git(workspace, *args, env=env, check=check)
+    except gitsafe.GitError as exc:
+        raise StepRefused(str(exc)) from None
 
 
 def ensure_ready(workspace: Path, state_dir: Path) -> None:
@@ -85,6 +113,38 @@ def ensure_ready(workspace: Path, state_dir: Path) -> None:
                           + dirty)
 
 
+class StepLock:
+    """One step at a time per workspace, across threads and processes (an flock)."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / "step.lock"
+
+    @contextlib.contextmanager
+    def held(self, wait: bool = True) -> Iterator[bool]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)  # (closing releases the lock)
+
+    def busy(self) -> bool:
+        with self.held(wait=False) as got:
+            return not got
+
+
+def guard_for(workspace: Path, cfg: Config) -> Guard:
+    """The protected paths: labls's own, the trusted `edit.protect`, and the prepare script
+    (it runs with the dataset cache writable)."""
+    extra = [cfg.loop.prepare] if cfg.loop.prepare else []
+    return Guard(workspace, cfg.state_path(workspace), [*cfg.edit.protect, *extra])
+
+
 class Experiment:
     def __init__(self, engine: Engine, config: Config, wait: Waiter) -> None:
         self.engine = engine
@@ -92,120 +152,245 @@ class Experiment:
         self.workspace = engine.workspace
         self.registry = engine.registry
         self.wait = wait
+        self.lock = StepLock(engine.state_dir)
+        self.journal = Journal(engine.state_dir)
+
+    def judgement(self, script: str, args: list[str]) -> str:
+        m = self.cfg.metric
+        return json.dumps({"metric": m.name, "goal": m.goal, "minDelta": m.min_delta,
+                           "requireProvenance": m.require_provenance, "script": script,
+                           "args": args}, sort_keys=True)
 
     # --- the step -------------------------------------------------------------------------
     def step(self, hypothesis: str, edit: dict[str, Any], script: str,
              timeout_sec: float | None = None, args: list[str] | None = None) -> StepResult:
-        ensure_ready(self.workspace, self.engine.state_dir)
-        baseline, spread, baseline_runs = self._baseline(script, timeout_sec, args or [])
-        if baseline is None:
-            return self._record(StepResult("crash", "the baseline run failed: fix it first",
-                                           baseline_runs=baseline_runs), hypothesis, None)
-        plan = plan_edit(self.workspace, edit.get("format", ""), edit.get("text"),
-                         edit.get("path"), edit.get("edit"))
-        if not plan.ok:
-            result = StepResult("crash", "the edit did not apply", baseline=baseline,
-                                failures=[f.wire() for f in plan.failures],
-                                baseline_runs=baseline_runs)
-            return self._record(result, hypothesis, None)
+        args = args or []
+        with self.lock.held():
+            self.recover()
+            ensure_ready(self.workspace, self.engine.state_dir)
+            judge = self.judgement(script, args)
+            base = self._baseline(judge, script, timeout_sec, args)
+            if base.run is None:
+                return self._record(StepResult("crash", "the baseline run failed: fix it first",
+                                               baseline_runs=base.runs, notes=base.notes),
+                                    hypothesis, None, judge)
+            plan = plan_edit(self.workspace, edit.get("format", ""), edit.get("text"),
+                             edit.get("path"), edit.get("edit"),
+                             guard_for(self.workspace, self.cfg))
+            refusal = None if plan.ok else "the edit did not apply"
+            ignored = self._ignored_new_files(plan) if plan.ok else []
+            if ignored:
+                refusal = (f"the edit creates {', '.join(ignored)}, which git ignores: a step "
+                           "commits what it changes, so it may not create ignored files")
+            if refusal:
+                return self._record(StepResult(
+                    "crash", refusal, baseline=base.run, failures=[f.wire() for f in
+                                                                   plan.failures],
+                    baseline_runs=base.runs, notes=base.notes), hypothesis, None, judge)
+            return self._try(plan, hypothesis, base, judge, script, timeout_sec, args)
+
+    def _try(self, plan: EditPlan, hypothesis: str, base: Baseline, judge: str, script: str,
+             timeout_sec: float | None, args: list[str]) -> StepResult:
+        self.journal.begin(plan, hypothesis)
         write_atomically(plan)
+        result = StepResult("crash", "", baseline=base.run, baseline_runs=base.runs,
+                            notes=list(base.notes))
         try:
-            run = self._run(script, timeout_sec, args or [], f"step: {hypothesis}")
-        except BaseException:
-            restore(plan)
-            raise
+            run = self._run(script, timeout_sec, args, f"step: {hypothesis[:200]}")
+            result = self._verdict(run, base)
+            if result.verdict == "keep":
+                result.commit = self._commit(plan, hypothesis, run, result.comparison)
+            else:
+                result.discarded_ref = self._set_aside(plan, hypothesis, run)
+        except BaseException as exc:
+            result.verdict, result.commit = "crash", None
+            result.reason = (f"the step failed after its edit ({type(exc).__name__}: {exc}); "
+                             "its files are restored")
+            if not isinstance(exc, Exception):  # interrupted: undo, note it, and go on up
+                self._undo(plan, result)
+                self._record(result, hypothesis, plan, judge)
+                self.journal.end()
+                raise
+        if result.verdict != "keep":
+            self._undo(plan, result)
+        self._record(result, hypothesis, plan, judge, spread=base.spread)
+        self.journal.end()
+        return result
+
+    def _undo(self, plan: EditPlan, result: StepResult) -> None:
+        left = restore(plan)
+        if left:
+            result.notes.append("changed by someone else while the step ran, so left as they "
+                                f"are (not reverted): {', '.join(left)}")
+
+    def recover(self) -> None:
+        """Undo a step a killed process left unfinished, with a ledger row saying so."""
+        undone = self.journal.undo(self.workspace)
+        if undone is None:
+            return
+        reason = ("interrupted: the labls process running this step stopped; its edit is "
+                  "undone" + (f" (left as changed since: {', '.join(undone['left'])})"
+                              if undone["left"] else ""))
+        self.registry.add_ledger({"run_id": "", "status": "crash", "reason": reason,
+                                  "commit_sha": git(self.workspace, "rev-parse", "HEAD"),
+                                  "description": undone["hypothesis"], "diff": undone["diff"],
+                                  "created_at": time.time()})
+
+    def _verdict(self, run: RunRecord, base: Baseline) -> StepResult:
         metric = self.cfg.metric
-        comparison = compare(run, baseline, metric.name, metric.goal,
-                             max(metric.min_delta, spread))
-        result = StepResult("discard", comparison.reason, run, baseline, comparison,
-                            baseline_runs=baseline_runs)
+        threshold = max(metric.min_delta, base.spread)
+        comparison = compare(run, base.run, metric.name, metric.goal, threshold,
+                             reference=base.value)
+        result = StepResult("discard", comparison.reason, run, base.run, comparison,
+                            baseline_runs=base.runs, notes=list(base.notes))
+        rule = (f"noise rule: a keep must beat the reference ({base.what}) by more than "
+                f"max(metric.min_delta {metric.min_delta:g}, baseline spread {base.spread:g}) "
+                f"= {threshold:g}")
+        provenance = run.provenance or {}
         if run.state != "succeeded" or comparison.current is None:
             result.verdict = "crash"
             result.reason = (run.error or {}).get("message", "") or comparison.reason
-        elif comparison.verdict == "improvement":
-            result.verdict = "keep"
-        if result.verdict == "keep":
-            result.commit = self._commit(plan, hypothesis, run, comparison)
+        elif comparison.verdict != "improvement":
+            result.reason = f"{comparison.reason}; {rule}"
+        elif provenance.get("verdict") != "verified" and (provenance.get("stamps")
+                                                           or metric.require_provenance):
+            result.reason = (f"provenance {provenance.get('verdict')}: "
+                             f"{provenance.get('reason', '')}; a keep needs `verified`")
         else:
-            result.discarded_ref = self._set_aside(plan, hypothesis, run)
-            restore(plan)
-        return self._record(result, hypothesis, plan)
+            result.verdict = "keep"
+            result.reason = f"{comparison.reason}; {rule}"
+        return result
 
     def _run(self, script: str, timeout_sec: float | None, args: list[str],
              label: str) -> RunRecord:
         started = self.engine.start(RunRequest(script, args, timeout_sec, label=label))
         return self.wait(started.run_id)
 
-    def _baseline(self, script: str, timeout_sec: float | None,
-                  args: list[str]) -> tuple[RunRecord | None, float, list[str]]:
-        """The last kept run and the spread recorded with it; run it first on a fresh ledger."""
-        kept = self.registry.last_kept()
-        if kept is not None:
-            return kept[0], kept[1], []
-        runs = [self._run(script, timeout_sec, args, "baseline")
-                for _ in range(max(1, self.cfg.loop.baseline_repeats))]
+    def _baseline(self, judge: str, script: str, timeout_sec: float | None,
+                  args: list[str]) -> Baseline:
+        """What this step is compared with; measured first when this judgement has none, or
+        when `loop.rebaseline_every` keeps have passed since it was."""
+        kept = self.registry.kept(judge)
+        notes: list[str] = []
+        if kept:
+            first, latest = kept[-1], kept[0]
+            keeps = len(kept) - 1 if first["repeats"] is not None else len(kept)
+            every = self.cfg.loop.rebaseline_every
+            record = self.registry.get(latest["run_id"])
+            if record is not None and not (every and keeps >= every):
+                repeats = first["repeats"] or 1
+                what = (f"the median of {repeats} baseline run(s)" if latest is first
+                        else "the last kept run")
+                return Baseline(record, latest["metric"], latest["spread"] or 0.0, repeats,
+                                what)
+            notes.append(f"the baseline is measured again after {keeps} keeps "
+                         f"(loop.rebaseline_every = {every})")
+        elif any(e["status"] == "keep" and e["judge"] != judge for e in self.registry.ledger()):
+            notes.append("the judgement (metric, goal, min_delta, script or its arguments) "
+                         "differs from the ledger's earlier rows: a new baseline is measured "
+                         "for it, and earlier rows keep their own")
+        repeats = max(1, self.cfg.loop.baseline_repeats)
+        runs = [self._run(script, timeout_sec, args, "baseline") for _ in range(repeats)]
         ids = [r.run_id for r in runs]
-        good = [r for r in runs if r.state == "succeeded" and self.cfg.metric.name in r.metrics]
+        head = git(self.workspace, "rev-parse", "HEAD")
+        name = self.cfg.metric.name
+        good = [r for r in runs if r.state == "succeeded" and name in r.metrics]
         if len(good) < len(runs):
             for r in runs:
-                self._ledger(r, "crash", git(self.workspace, "rev-parse", "HEAD"), "baseline")
-            return None, 0.0, ids
-        values = [r.metrics[self.cfg.metric.name] for r in good]
-        spread = max(values) - min(values)
-        best = (min if self.cfg.metric.goal == "minimize" else max)(
-            good, key=lambda r: r.metrics[self.cfg.metric.name])
-        if len(values) > 1:
-            best.metrics = {**best.metrics, self.cfg.metric.name: statistics.median(values)}
-        head = git(self.workspace, "rev-parse", "HEAD")
-        self._ledger(best, "keep", head, "baseline", spread=spread)
-        return best, spread, ids
+                self._ledger(r, "crash", head, "baseline", judge, reason="the baseline failed")
+            return Baseline(None, None, 0.0, repeats, runs=ids, notes=notes)
+        values = [r.metrics[name] for r in good]
+        median, spread = statistics.median(values), max(values) - min(values)
+        nearest = min(good, key=lambda r: abs(r.metrics[name] - median))
+        self._ledger(nearest, "keep", head, "baseline", judge, spread=spread, metric=median,
+                     repeats=repeats, reason=f"baseline: median of {repeats} run(s), spread "
+                                             f"{spread:g}")
+        return Baseline(nearest, median, spread, repeats,
+                        f"the median of {repeats} baseline run(s)", ids, notes)
 
-    # --- git ----------------------------------------------------------------------------------
+    def _ignored_new_files(self, plan: EditPlan) -> list[str]:
+        created = [rel for rel in plan.new if plan.old.get(rel) is None]
+        if not created:
+            return []
+        done = gitsafe.run(self.workspace, "check-ignore", "--stdin", "-z",
+                           input_text="\0".join(created) + "\0")
+        return [p for p in done.stdout.split("\0") if p]
+
+    # --- git: trees of exactly the bytes that ran, built in a throwaway index ---------------
+    def _tree(self, plan: EditPlan, index: dict[str, str], folder: Path) -> str:
+        git(self.workspace, "read-tree", "HEAD", env=index)
+        for n, rel in enumerate(plan.new):
+            blob = folder / f"blob-{n}"
+            blob.write_bytes(plan.encoded(rel))
+            sha = git(self.workspace, "hash-object", "-w", "--no-filters", "--", str(blob))
+            executable = plan.executable.get(rel, bool(plan.modes.get(rel, 0) & 0o100))
+            git(self.workspace, "update-index", "--add", "--cacheinfo",
+                f"{'100755' if executable else '100644'},{sha},{rel}", env=index)
+        return git(self.workspace, "write-tree", env=index)
+
+    def _commit_tree(self, plan: EditPlan, message: str) -> tuple[str, str]:
+        """A commit of HEAD plus the plan, and the HEAD it is made on; nothing else moves."""
+        with tempfile.TemporaryDirectory(prefix="labls-commit-") as tmp:
+            folder = Path(tmp)
+            head = git(self.workspace, "rev-parse", "HEAD")
+            tree = self._tree(plan, {"GIT_INDEX_FILE": str(folder / "index")}, folder)
+            (folder / "message").write_text(message.replace("\0", "\\0"), encoding="utf-8")
+            commit = git(self.workspace, *LABLS_AUTHOR, "commit-tree", tree, "-p", head,
+                         "-F", str(folder / "message"))
+        return commit, head
+
     def _commit(self, plan: EditPlan, hypothesis: str, run: RunRecord,
-                comparison: Comparison) -> str:
-        git(self.workspace, "add", "--", *plan.new)
-        message = (f"labls: {hypothesis}\n\n{comparison.metric}: {comparison.current:.6g} "
-                   f"(baseline {comparison.baseline:.6g}, delta {comparison.delta:+.6g})\n"
-                   f"run: {run.run_id}\n")
-        git(self.workspace, "-c", "user.name=labls", "-c", "user.email=labls@localhost",
-            "commit", "-q", "--no-verify", "-m", message, "--", *plan.new)
-        return git(self.workspace, "rev-parse", "HEAD")
+                comparison: Comparison | None) -> str:
+        assert comparison is not None and comparison.current is not None
+        body = (f"{comparison.metric}: {comparison.current:.6g} (baseline "
+                f"{comparison.baseline:.6g}, delta {comparison.delta:+.6g})\nrun: {run.run_id}\n")
+        commit, head = self._commit_tree(plan, _message("labls", hypothesis, body))
+        git(self.workspace, "update-ref", "-m", f"labls keep {run.run_id}", "HEAD", commit, head)
+        git(self.workspace, "reset", "-q", "--", *plan.new)  # the index follows HEAD
+        return commit
 
     def _set_aside(self, plan: EditPlan, hypothesis: str, run: RunRecord) -> str:
-        """Commit the edited tree off-branch, with a throwaway index; HEAD does not move."""
+        """Commit the edited tree off-branch; HEAD does not move."""
         ref = f"refs/labls/discarded/{run.run_id}"
-        with tempfile.TemporaryDirectory() as tmp:
-            index = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
-            git(self.workspace, "read-tree", "HEAD", env=index)
-            git(self.workspace, "add", "--", *plan.new, env=index)
-            tree = git(self.workspace, "write-tree", env=index)
-        commit = git(self.workspace, "-c", "user.name=labls", "-c", "user.email=labls@localhost",
-                     "commit-tree", tree, "-p", "HEAD", "-m",
-                     f"labls discarded: {hypothesis}\n\nrun: {run.run_id} ({run.state})\n")
+        commit, _ = self._commit_tree(plan, _message("labls discarded", hypothesis,
+                                                     f"run: {run.run_id} ({run.state})\n"))
         git(self.workspace, "update-ref", ref, commit)
         return ref
 
     # --- ledger ---------------------------------------------------------------------------
-    def _record(self, result: StepResult, hypothesis: str, plan: EditPlan | None) -> StepResult:
+    def _record(self, result: StepResult, hypothesis: str, plan: EditPlan | None,
+                judge: str, spread: float | None = None) -> StepResult:
         diff = "".join(unified(p, plan.old.get(p), t) for p, t in plan.new.items()) if plan else ""
         commit = result.commit or git(self.workspace, "rev-parse", "HEAD")
+        reason = "; ".join([result.reason, *result.notes])
         if result.run is not None:
-            self._ledger(result.run, result.verdict, commit, hypothesis,
-                         discarded_ref=result.discarded_ref or "", diff=diff)
+            self._ledger(result.run, result.verdict, commit, hypothesis, judge,
+                         discarded_ref=result.discarded_ref or "", diff=diff, reason=reason,
+                         spread=spread)
         else:
             self.registry.add_ledger({"run_id": "", "status": result.verdict, "commit_sha": commit,
-                                      "description": hypothesis, "diff": diff,
-                                      "created_at": time.time()})
+                                      "description": hypothesis, "diff": diff, "judge": judge,
+                                      "reason": reason, "created_at": time.time()})
         return result
 
-    def _ledger(self, run: RunRecord, status: str, commit: str, description: str,
-                discarded_ref: str = "", spread: float | None = None, diff: str = "") -> None:
-        metric = run.metrics.get(self.cfg.metric.name)
+    def _ledger(self, run: RunRecord, status: str, commit: str, description: str, judge: str,
+                discarded_ref: str = "", spread: float | None = None, diff: str = "",
+                metric: float | None = None, repeats: int | None = None,
+                reason: str = "") -> None:
+        value = run.metrics.get(self.cfg.metric.name) if metric is None else metric
         self.registry.add_ledger({
-            "run_id": run.run_id, "status": status, "commit_sha": commit, "metric": metric,
+            "run_id": run.run_id, "status": status, "commit_sha": commit, "metric": value,
             "memory_gb": round((run.peak_gpu_mem_mb or 0) / 1024, 2), "description": description,
-            "discarded_ref": discarded_ref, "spread": spread, "diff": diff,
-            "created_at": time.time()})
+            "discarded_ref": discarded_ref, "spread": spread, "diff": diff, "judge": judge,
+            "reason": reason, "repeats": repeats, "created_at": time.time()})
+
+
+def _message(prefix: str, hypothesis: str, body: str) -> str:
+    """A commit message: a subject of one short line; the whole hypothesis in the body when it
+    is longer than that."""
+    first = " ".join(hypothesis.split())[:200] or "(no hypothesis)"
+    whole = "" if first == hypothesis else f"{hypothesis}\n\n"
+    return f"{prefix}: {first}\n\n{whole}{body}"
 
 
 def results_tsv(ledger: list[dict[str, Any]]) -> str:

@@ -24,10 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from labls.prompts import render
+from labls.sandbox import gitsafe
 
-from .edits import parse_blocks, replace_chunk
+from .edits import confine, parse_blocks, replace_chunk
 from .experiment import Experiment, StepRefused, StepResult, git, results_tsv
 from .prompting import base_context, repair_context
+from .protect import Guard
 
 Proposer = Callable[[str, dict[str, str]], str]  # (prompt, {path: text}) → the model's reply
 
@@ -122,6 +124,7 @@ class AutoLoop:
         deadline = (time.monotonic() + self.spec.time_budget_sec
                     if self.spec.time_budget_sec else None)
         try:
+            self.exp.recover()  # a step its last process left unfinished is undone first
             set_aside_leftovers(self.exp.workspace, self.state.loop_id)
             if self.spec.prepare and self.state.prepared is None:
                 self.state.prepared = self._prepare()
@@ -136,8 +139,8 @@ class AutoLoop:
                 self.save(self.state)
             if self.state.state == "running":
                 self.state.state = "stopped" if self.stop_requested.is_set() else "finished"
-        except (StepRefused, RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
-            self.state.state, self.state.error = "failed", str(exc)
+        except Exception as exc:  # whatever it was, the loop ends `failed` and says why
+            self.state.state, self.state.error = "failed", f"{type(exc).__name__}: {exc}"
         finally:
             self.save(self.state)
 
@@ -160,7 +163,7 @@ class AutoLoop:
 
     def _iteration(self, index: int) -> dict[str, Any]:
         script = self.spec.script
-        source = (self.exp.workspace / script).read_text(encoding="utf-8")
+        source = _workspace_text(self.exp.workspace, script, "the loop's script")
         reply = self.propose(self._prompt(), {script: source})
         hypothesis = hypothesis_of(reply)
         result = self.exp.step(hypothesis, {"format": "searchReplace", "text": reply}, script,
@@ -180,8 +183,8 @@ class AutoLoop:
                 "repairs": attempts}
 
     def _prompt(self) -> str:
-        program_path = self.exp.workspace / self.spec.program
-        program = (program_path.read_text(encoding="utf-8") if program_path.is_file()
+        program = (_workspace_text(self.exp.workspace, self.spec.program, "the program")
+                   if (self.exp.workspace / self.spec.program).is_file()
                    else "Improve the judged metric.")
         context = base_context(self.cfg)
         context.update(program=program, ledger=results_tsv(self.exp.registry.ledger()),
@@ -194,8 +197,9 @@ class AutoLoop:
         script = self.spec.script
         code = git(self.exp.workspace, "show", f"{crashed.discarded_ref}:{script}")
         context = base_context(self.cfg)
-        context.update(repair_context(crashed.run, self.exp.engine.state_dir / "runs" /
-                                      crashed.run.run_id / "work"))
+        context.update(repair_context(crashed.run, self.exp.workspace,
+                                      self.exp.engine.state_dir / "runs" / crashed.run.run_id /
+                                      "work"))
         reply = self.propose(render("repair", context), {script: code})
         for path, search, replace in parse_blocks(reply):
             if path.strip() not in ("", script):
@@ -223,13 +227,24 @@ def set_aside_leftovers(workspace: Path, loop_id: str) -> None:
 
 
 def clone_into(source: str, into: Path) -> None:
-    """A fresh working copy of a repository given by path or URL (git clone handles both)."""
+    """A fresh working copy of a repository given by path or URL (git clone handles both).
+    The clone is untrusted like any workspace: its own labls.toml may only tighten."""
     if into.exists() and any(into.iterdir()):
         raise RuntimeError(f"{into} exists and is not empty")
-    done = subprocess.run(["git", "clone", "-q", source, str(into)], capture_output=True,
-                          text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"git clone {source}: {done.stderr.strip()}")
+    gitsafe.clone(source, into)
+
+
+def _workspace_text(workspace: Path, rel: str, what: str) -> str:
+    """A text file the loop sends to the model: inside the workspace, never through a link
+    out of it, never labls's own files."""
+    real = confine(workspace, rel)
+    why = Guard(workspace).why(real)
+    if why:
+        raise StepRefused(f"{what} {rel!r} is {why}")
+    try:
+        return (workspace / real).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise StepRefused(f"{what} {rel!r} is not UTF-8 text") from None
 
 
 def new_loop_id() -> str:

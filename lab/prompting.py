@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from labls.prompts import render
-from labls.sandbox import datasets
+from labls.sandbox import datasets, gitsafe
 from labls.sandbox.config import Config
 from labls.sandbox.gpus import detect_gpus
 from labls.sandbox.records import RunRecord
@@ -31,14 +31,19 @@ def base_context(cfg: Config) -> dict[str, Any]:
     }
 
 
-def repair_context(record: RunRecord, workspace: Path, context_lines: int = 6) -> dict[str, Any]:
-    """What the `repair` template needs, taken from a finished run's record."""
+def repair_context(record: RunRecord, workspace: Path, work_dir: Path | None = None,
+                   context_lines: int = 6) -> dict[str, Any]:
+    """What the `repair` template needs, taken from a finished run's record. The source quoted
+    is a file git tracks in `workspace` (read from `work_dir`, the run's copy, when given): a
+    traceback the run printed may name any path, and an ignored `.env` or a file outside the
+    workspace must never reach the model."""
     error = record.error or {"kind": "noMetrics", "message": "the run reported no metrics",
                              "file": None, "line": None}
     source = ""
-    if error.get("file") and error.get("line"):
-        path = (workspace / error["file"]).resolve()
-        if path.is_relative_to(workspace.resolve()) and path.is_file():
+    if error.get("file") and error.get("line") and _tracked(workspace, str(error["file"])):
+        folder = (work_dir or workspace).resolve()
+        path = (folder / error["file"]).resolve()
+        if path.is_relative_to(folder) and path.is_file():
             lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
             line = int(error["line"])
             lo, hi = max(1, line - context_lines), min(len(lines), line + context_lines)
@@ -47,6 +52,15 @@ def repair_context(record: RunRecord, workspace: Path, context_lines: int = 6) -
             )
     return {"run_id": record.run_id, "script": record.script, "state": record.state,
             "error": error, "source": source, "log_tail": record.log_tail}
+
+
+def _tracked(workspace: Path, rel: str) -> bool:
+    """`rel` is a file git tracks in `workspace`, named plainly (no `..`, not absolute)."""
+    named = Path(rel)
+    if named.is_absolute() or ".." in named.parts or not (workspace / ".git").exists():
+        return False
+    done = gitsafe.run(workspace, "ls-files", "--error-unmatch", "--", rel)
+    return done.returncode == 0 and bool(done.stdout.strip())
 
 
 def render_prompt(cfg: Config, template: str, user_vars: dict[str, Any]) -> tuple[str, Any]:

@@ -1,7 +1,11 @@
 """The one configuration model of labls.
 
-Layers are merged in order, later wins: built-in defaults → `[tool.labls]` in the workspace's
-`pyproject.toml` or `labls.toml` → `initializationOptions` → `workspace/didChangeConfiguration`.
+Layers are merged in order, later wins: built-in defaults → the user's own config file
+(`$XDG_CONFIG_HOME/labls/config.toml`) → `[tool.labls]` in the workspace's `pyproject.toml` or
+`labls.toml` → `initializationOptions` → `workspace/didChangeConfiguration` (or CLI flags).
+Every layer is the user's but the workspace file, which the repository (and the agent working
+in it) wrote: unless the user trusted it (`trust.py`), it may only tighten what the layers
+before it gave; each loosening key is skipped with a problem saying so.
 TOML uses snake_case and the wire uses camelCase; both spellings are accepted at every layer.
 A bad value never raises: the field keeps its previous value and a `ConfigProblem` names the key
 and the reason, for the server to show the user.
@@ -19,7 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 
-from . import tomlcache
+from . import tomlcache, trust
 
 TYPE_CHECKING = False  # as typing's, without importing typing on `labls run`'s way (~3 ms)
 if TYPE_CHECKING:
@@ -29,6 +33,7 @@ if TYPE_CHECKING:
 @dataclass
 class RunConfig:
     timeout_sec: float = 300.0
+    max_timeout_sec: float = 3600.0  # the ceiling for any run's budget, asked by anyone
     kill_grace_sec: float = 5.0
     network: str = "none"
     isolation: str = "auto"
@@ -46,6 +51,7 @@ class MetricConfig:
     name: str = "val_bpb"
     goal: str = "minimize"
     min_delta: float = 0.0
+    require_provenance: bool = False  # a keep needs provenance `verified` even without a stamp
 
 
 @dataclass
@@ -62,6 +68,13 @@ class LoopConfig:
     model: str = "openai/gpt-4o-mini"
     repair_attempts: int = 2
     baseline_repeats: int = 1
+    rebaseline_every: int = 0  # re-run the baseline after this many keeps; 0: never
+    prepare: str = ""  # a script run once before a loop; the one run that may write datasets
+
+
+@dataclass
+class EditConfig:
+    protect: list[str] = field(default_factory=list)  # globs no edit may touch (an evaluator)
 
 
 @dataclass
@@ -71,6 +84,7 @@ class Config:
     run: RunConfig = field(default_factory=RunConfig)
     metric: MetricConfig = field(default_factory=MetricConfig)
     loop: LoopConfig = field(default_factory=LoopConfig)
+    edit: EditConfig = field(default_factory=EditConfig)
     datasets: dict[str, DatasetDecl] = field(default_factory=dict)
 
     def state_path(self, workspace: Path) -> Path:
@@ -81,9 +95,10 @@ class Config:
 class ConfigProblem:
     key: str
     reason: str
+    outcome: str = "keeping the previous value"
 
     def __str__(self) -> str:
-        return f"labls config: `{self.key}` {self.reason}; keeping the previous value"
+        return f"labls config: `{self.key}` {self.reason}; {self.outcome}"
 
 
 # --- validators: each returns the clean value or raises ValueError with the reason -------------
@@ -147,6 +162,20 @@ def _env_names(v: Any) -> list[str]:
     return list(v)
 
 
+def _boolean(v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise ValueError(f"must be true or false, got {v!r}")
+    return v
+
+
+def _globs(v: Any) -> list[str]:
+    if not isinstance(v, list) or not all(isinstance(g, str) and g.strip() and not
+                                           g.startswith("/") and ".." not in Path(g).parts
+                                           for g in v):
+        raise ValueError(f"must be a list of workspace-relative glob patterns, got {v!r}")
+    return [g.strip() for g in v]
+
+
 def _datasets(v: Any) -> dict[str, DatasetDecl]:
     if not isinstance(v, Mapping):
         raise ValueError("must be a table of name → {path, files}")
@@ -169,6 +198,7 @@ VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "state_dir": _non_empty_str,
     "datasets": _datasets,
     "run.timeout_sec": _positive_number,
+    "run.max_timeout_sec": _positive_number,
     "run.kill_grace_sec": _non_negative_number,
     "run.network": _choice("none", "host"),
     "run.isolation": _choice("auto", "bwrap", "unshare", "none"),
@@ -182,38 +212,45 @@ VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "metric.name": _non_empty_str,
     "metric.goal": _choice("minimize", "maximize"),
     "metric.min_delta": _non_negative_number,
+    "metric.require_provenance": _boolean,
     "loop.script": _non_empty_str,
     "loop.model": _non_empty_str,
     "loop.repair_attempts": _non_negative_int,
     "loop.baseline_repeats": _non_negative_int,
+    "loop.rebaseline_every": _non_negative_int,
+    "loop.prepare": lambda v: v if v == "" else _non_empty_str(v),
+    "edit.protect": _globs,
 }
-_SECTIONS = {"run", "metric", "loop"}
+_SECTIONS = {"run", "metric", "loop", "edit"}
 
 
 def snake_case(key: str) -> str:
     return re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", key).lower()
 
 
-def _flatten(layer: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(layer: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A layer's settings by dotted snake_case key (`run.network`), as merged."""
     flat: dict[str, Any] = {}
     for raw_key, value in layer.items():
         key = prefix + snake_case(str(raw_key))
         if not prefix and key in _SECTIONS and isinstance(value, Mapping):
-            flat.update(_flatten(value, key + "."))
+            flat.update(flatten(value, key + "."))
         else:
             flat[key] = value
     return flat
 
 
-def merge(base: Config, layer: Mapping[str, Any] | None) -> tuple[Config, list[ConfigProblem]]:
-    """Return a new Config with `layer` applied over `base`, plus the problems found."""
+def merge(base: Config, layer: Mapping[str, Any] | None,
+          untrusted: str | None = None) -> tuple[Config, list[ConfigProblem]]:
+    """Return a new Config with `layer` applied over `base`, plus the problems found. With
+    `untrusted` (why the layer is not trusted), a value that loosens is skipped."""
     cfg = copy.deepcopy(base)
     problems: list[ConfigProblem] = []
     if layer is None:
         return cfg, problems
     if not isinstance(layer, Mapping):
         return cfg, [ConfigProblem("(settings)", f"must be an object, got {type(layer).__name__}")]
-    for key, value in _flatten(layer).items():
+    for key, value in flatten(layer).items():
         validator = VALIDATORS.get(key)
         if validator is None:
             problems.append(ConfigProblem(key, "is not a labls setting"))
@@ -224,37 +261,81 @@ def merge(base: Config, layer: Mapping[str, Any] | None) -> tuple[Config, list[C
             problems.append(ConfigProblem(key, str(exc)))
             continue
         section, _, name = key.rpartition(".")
-        setattr(getattr(cfg, section) if section else cfg, name, clean)
+        holder = getattr(cfg, section) if section else cfg
+        if untrusted and not trust.tightens(key, getattr(holder, name), clean):
+            problems.append(ConfigProblem(key, f"= {clean!r} would loosen the sandbox or change "
+                                               f"the judgement, and {untrusted}"))
+            continue
+        setattr(holder, name, clean)
     return cfg, problems
 
 
-def read_workspace_layer(workspace: Path) -> tuple[dict[str, Any], list[ConfigProblem]]:
-    """The `[tool.labls]` table of pyproject.toml, or labls.toml (which wins if both exist)."""
+def workspace_source(workspace: Path) -> tuple[Path | None, dict[str, Any], list[ConfigProblem]]:
+    """The workspace's config file, its labls table, and problems reading it: labls.toml
+    (which wins if both exist) or the `[tool.labls]` table of pyproject.toml."""
     labls_toml = workspace / "labls.toml"
     pyproject = workspace / "pyproject.toml"
+    source = labls_toml if labls_toml.is_file() else pyproject if pyproject.is_file() else None
+    if source is None:
+        return None, {}, []
     try:
-        if labls_toml.is_file():
-            return tomlcache.load(labls_toml), []
-        if pyproject.is_file():
-            tool = tomlcache.load(pyproject).get("tool", {})
-            table = tool.get("labls", {}) if isinstance(tool, dict) else {}
-            return (table if isinstance(table, dict) else {}), []
+        data = tomlcache.load(source)
     except (OSError, ValueError) as exc:  # (UnicodeDecodeError and TOMLDecodeError among them)
-        source = labls_toml if labls_toml.is_file() else pyproject
-        return {}, [ConfigProblem(source.name, f"could not be read ({exc})")]
-    return {}, []
+        return source, {}, [ConfigProblem(source.name, f"could not be read ({exc})")]
+    if source == pyproject:
+        tool = data.get("tool", {})
+        table = tool.get("labls", {}) if isinstance(tool, dict) else {}
+        data = table if isinstance(table, dict) else {}
+        if not data:
+            return None, {}, []
+    return source, data, []
+
+
+def read_user_layer(workspace: Path) -> tuple[dict[str, Any], list[ConfigProblem]]:
+    """The user's own config file, if it exists and lies outside the workspace."""
+    path = trust.user_config_path()
+    if not path.is_file():
+        return {}, []
+    if path.resolve().is_relative_to(workspace.resolve()):
+        return {}, [ConfigProblem(str(path), "lies inside the workspace, so the repository "
+                                             "could write it: it is not read as the user's")]
+    try:
+        return tomlcache.load(path), []
+    except (OSError, ValueError) as exc:
+        return {}, [ConfigProblem(str(path), f"could not be read ({exc})")]
+
+
+def _untrusted_because(workspace: Path, source: Path, table: dict[str, Any]) -> str | None:
+    state = trust.status(source, table)
+    if state == "trusted":
+        return None
+    how = f"`labls trust` in {workspace} trusts it"
+    if state == "changed":
+        return f"{source.name} changed since you trusted it (review it; {how} again)"
+    return f"{source.name} is not trusted ({how})"
 
 
 def load(
     workspace: Path, *overrides: Mapping[str, Any] | None
 ) -> tuple[Config, list[ConfigProblem]]:
-    """Defaults → workspace file → each override in order."""
-    layer, problems = read_workspace_layer(workspace)
-    cfg, more = merge(Config(), layer)
+    """Defaults → the user's file → the workspace file (tightening only, unless trusted) →
+    each override in order (the editor's settings, CLI flags)."""
+    user, problems = read_user_layer(workspace)
+    cfg, more = merge(Config(), user)
     problems += more
+    source, table, more = workspace_source(workspace)
+    problems += more
+    if source is not None:
+        cfg, more = merge(cfg, table, _untrusted_because(workspace, source, table))
+        problems += more
     for override in overrides:
         cfg, more = merge(cfg, override)
         problems += more
+    if cfg.run.timeout_sec > cfg.run.max_timeout_sec:
+        problems.append(ConfigProblem("run.timeout_sec", f"= {cfg.run.timeout_sec:g} is above "
+                                      f"the ceiling run.max_timeout_sec = "
+                                      f"{cfg.run.max_timeout_sec:g}", "using the ceiling"))
+        cfg.run.timeout_sec = cfg.run.max_timeout_sec
     return cfg, problems
 
 

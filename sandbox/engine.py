@@ -94,8 +94,10 @@ class Engine:
         script = self._check(request)
         budget = request.timeout_sec if request.timeout_sec is not None else (
             self.config.run.timeout_sec)
-        if not 0 < budget <= MAX_TIMEOUT_SEC:
-            raise RunInputError(f"timeoutSec must be in (0, {MAX_TIMEOUT_SEC}], got {budget}")
+        ceiling = min(self.config.run.max_timeout_sec, MAX_TIMEOUT_SEC)
+        if not 0 < budget <= ceiling:
+            raise RunInputError(f"field 'timeoutSec' must be in (0, {ceiling:g}] (the trusted "
+                                f"ceiling run.max_timeout_sec), got {budget:g}")
         run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.urandom(3).hex()}"
         record = RunRecord(run_id=run_id, state="queued", script=script, args=request.args,
                            label=request.label, timeout_sec=budget,
@@ -200,7 +202,18 @@ class Engine:
             raise RunInputError(f"script {request.script!r} does not exist in {self.workspace}")
         for name in request.env:
             if name.startswith(RESERVED_ENV):
-                raise RunInputError(f"env: {name} is set by labls and cannot be overridden")
+                raise RunInputError(f"field 'env': {name} is set by labls and cannot be "
+                                    "overridden")
+            if name not in self.config.run.env:
+                raise RunInputError(f"field 'env': {name} is not in the trusted allow-list "
+                                    f"run.env ({', '.join(self.config.run.env) or 'empty'})")
+        wanted = request.gpus
+        if isinstance(wanted, list) and not set(wanted) <= set(self.slots.gpus):
+            raise RunInputError(f"field 'gpus': {wanted} are not all among the configured GPUs "
+                                f"{self.slots.gpus}")
+        if isinstance(wanted, int) and wanted > len(self.slots.gpus):
+            raise RunInputError(f"field 'gpus': asked for {wanted}, the configured GPUs are "
+                                f"{self.slots.gpus}")
         return str(path.relative_to(self.workspace))
 
     def python(self) -> str:

@@ -45,7 +45,8 @@ CREATE TABLE IF NOT EXISTS ledger (
     run_id TEXT NOT NULL, status TEXT NOT NULL, commit_sha TEXT NOT NULL DEFAULT '',
     metric REAL, memory_gb REAL, description TEXT NOT NULL DEFAULT '',
     discarded_ref TEXT NOT NULL DEFAULT '', spread REAL, diff TEXT NOT NULL DEFAULT '',
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL, judge TEXT NOT NULL DEFAULT '', reason TEXT NOT NULL DEFAULT '',
+    repeats INTEGER
 );
 CREATE TABLE IF NOT EXISTS loops (
     loop_id TEXT PRIMARY KEY, state TEXT NOT NULL, data TEXT NOT NULL,
@@ -56,6 +57,12 @@ CREATE TABLE IF NOT EXISTS provenance (
     files_read TEXT NOT NULL
 );
 """
+
+
+LEDGER_ADDED = {"judge": "TEXT NOT NULL DEFAULT ''", "reason": "TEXT NOT NULL DEFAULT ''",
+                "repeats": "INTEGER"}
+LEDGER_KEYS = ("run_id", "status", "commit_sha", "metric", "memory_gb", "description",
+               "discarded_ref", "spread", "diff", "created_at", *LEDGER_ADDED)
 
 
 def _process_start(pid: int) -> str | None:
@@ -82,6 +89,7 @@ class Registry:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(SCHEMA)
+            self._migrate()
             self._owner = (os.getpid(), _process_start(os.getpid()))
             self.interrupted = self._mark_orphans()
         except (sqlite3.Error, OSError) as exc:
@@ -89,6 +97,13 @@ class Registry:
                     if isinstance(exc, sqlite3.DatabaseError) and "not a database" in str(exc)
                     else "")
             raise RegistryError(f"the run registry {path} cannot be used: {exc}{hint}") from exc
+
+    def _migrate(self) -> None:
+        """Columns added since a registry was created (the ledger's judgement, reason)."""
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(ledger)")}
+        for column, kind in LEDGER_ADDED.items():
+            if column not in have:
+                self._db.execute(f"ALTER TABLE ledger ADD COLUMN {column} {kind}")
 
     def _mark_orphans(self) -> list[str]:
         """Runs left `running`/`queued` by a process that no longer exists."""
@@ -178,12 +193,12 @@ class Registry:
 
     # --- the experiment ledger (keep / discard / crash) ------------------------------------------
     def add_ledger(self, entry: dict[str, Any]) -> None:
-        keys = ("run_id", "status", "commit_sha", "metric", "memory_gb", "description",
-                "discarded_ref", "spread", "diff", "created_at")
-        entry = {"commit_sha": "", "description": "", "discarded_ref": "", "diff": "", **entry}
+        entry = {"commit_sha": "", "description": "", "discarded_ref": "", "diff": "",
+                 "judge": "", "reason": "", **entry}
         with self._lock:
-            self._db.execute(f"INSERT INTO ledger ({', '.join(keys)}) VALUES "
-                             f"({', '.join('?' * len(keys))})", [entry.get(k) for k in keys])
+            self._db.execute(f"INSERT INTO ledger ({', '.join(LEDGER_KEYS)}) VALUES "
+                             f"({', '.join('?' * len(LEDGER_KEYS))})",
+                             [entry.get(k) for k in LEDGER_KEYS])
 
     def ledger(self, limit: int = 1000) -> list[dict[str, Any]]:
         with self._lock:
@@ -191,8 +206,23 @@ class Registry:
             names = [d[0] for d in cur.description]
             return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
+    def kept(self, judge: str) -> list[dict[str, Any]]:
+        """The kept rows judged by `judge`, newest first, back to (and with) the latest
+        baseline: what the next step is compared with, and how many keeps since a baseline."""
+        with self._lock:
+            cur = self._db.execute("SELECT * FROM ledger WHERE status='keep' AND judge=? "
+                                   "ORDER BY seq DESC", (judge,))
+            names = [d[0] for d in cur.description]
+            rows = []
+            for row in cur:
+                entry = dict(zip(names, row, strict=True))
+                rows.append(entry)
+                if entry["repeats"] is not None:  # set on baseline rows only
+                    break
+            return rows
+
     def last_kept(self) -> tuple[RunRecord, float] | None:
-        """The baseline: the latest kept run, and the spread recorded with it."""
+        """The latest kept run (of any judgement) and the spread recorded with it."""
         with self._lock:
             row = self._db.execute("SELECT run_id, spread FROM ledger WHERE status='keep' "
                                    "ORDER BY seq DESC LIMIT 1").fetchone()

@@ -56,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     loop.add_argument("--prepare", help="a script run once before the first iteration")
     loop.add_argument("--prepare-timeout", type=float, default=600.0)
 
+    trust = sub.add_parser("trust", help="let this workspace's labls.toml (or [tool.labls]) "
+                           "loosen the sandbox or change the judgement, as it reads now")
+    trust.add_argument("--revoke", action="store_true", help="stop trusting it")
+
     ds = sub.add_parser("datasets", help="list or stage datasets in the cache root")
     ds_sub = ds.add_subparsers(dest="datasets_verb", required=True)
     ds_list = ds_sub.add_parser("list", help="what the cache root holds")
@@ -79,6 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve(log_file=args.log_file, verbose=args.verbose)
     if args.verb == "datasets":
         return _datasets(args)
+    if args.verb == "trust":
+        return _trust(args)
     if args.verb == "run":
         # The run's first process starts now and joins its cgroup while the engine imports.
         from labls.sandbox.lifeline import Launcher
@@ -92,6 +98,33 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return int(getattr(cli_runs, args.verb)(args))
     return 2
+
+
+def _trust(args: argparse.Namespace) -> int:
+    """Record (or forget) the user's trust in the workspace file, direnv-style."""
+    from pathlib import Path
+
+    from labls.sandbox import config, trust
+
+    workspace = Path.cwd()
+    source, table, problems = config.workspace_source(workspace)
+    if source is None or problems:
+        why = problems[0] if problems else "no labls.toml and no [tool.labls] table here"
+        sys.stderr.write(f"labls trust: nothing to trust in {workspace}: {why}\n")
+        return 2
+    if args.revoke:
+        trust.record(source, None)
+        sys.stdout.write(f"{source}: no longer trusted; it may only tighten\n")
+        return 0
+    loosening = [key for key, value in config.flatten(table).items()
+                 if key in trust.RULES]
+    trust.record(source, table)
+    sys.stdout.write(f"{source}: trusted as it reads now (recorded in {trust.store_path()})\n")
+    if loosening:
+        sys.stdout.write("  it sets, with your authority: " + ", ".join(loosening) + "\n")
+    sys.stdout.write("  any change to its labls settings makes it untrusted until you trust "
+                     "it again\n")
+    return 0
 
 
 def _datasets(args: argparse.Namespace) -> int:

@@ -154,12 +154,14 @@ def loop(args: Any) -> int:
         clone_into(args.source, workspace.resolve())
         sys.stderr.write(f"cloned {args.source} into {workspace}\n")
     workspace = workspace.resolve()
-    cfg, problems = config.load(workspace)
+    # the flags are the user's own layer; a cloned repository's labls.toml only tightens
+    flags = {"loop": {k: v for k, v in (("model", args.model), ("prepare", args.prepare)) if v}}
+    cfg, problems = config.load(workspace, flags)
     for problem in problems:
         sys.stderr.write(f"{problem}\n")
     engine = Engine(workspace, cfg, _ProgressLine(sys.stderr))
-    spec = LoopSpec(args.iterations, args.time_budget, args.model or cfg.loop.model,
-                    args.program, args.script or cfg.loop.script, prepare=args.prepare,
+    spec = LoopSpec(args.iterations, args.time_budget, cfg.loop.model, args.program,
+                    args.script or cfg.loop.script, prepare=cfg.loop.prepare or None,
                     prepare_timeout_sec=args.prepare_timeout)
     state = LoopState(new_loop_id(), spec)
 

@@ -128,20 +128,25 @@ def register(server: LabServer) -> None:
     @server.command("labls.edit.apply")
     async def edit_apply(ls: LabServer, *args: Any) -> dict[str, Any]:
         from labls.lab.edits import EditError, plan_edit
+        from labls.lab.experiment import StepLock, guard_for
 
         from . import edits
 
         prm = p.structure(args, p.EditApplyParams, "labls.edit.apply")
+        if not prm.dry_run and StepLock(ls.config.state_path(ls.root)).busy():
+            return {"ok": False, "via": "none", "files": [], "failures": [], "reason":
+                    "busy: an experiment step is running in this workspace; its discard "
+                    "would undo this edit, so it is refused (retry once the step ends)"}
         try:
             plan = await asyncio.to_thread(plan_edit, ls.root, prm.format, prm.text, prm.path,
-                                           prm.edit)
+                                           prm.edit, guard_for(ls.root, ls.config))
         except EditError as exc:
             raise JsonRpcInvalidParams(f"labls.edit.apply: {exc}") from None
         return await edits.apply(ls, plan, prm.dry_run)
 
     @server.command("labls.experiment.step")
     async def experiment_step(ls: LabServer, *args: Any) -> dict[str, Any]:
-        from labls.lab.experiment import StepRefused
+        from labls.lab.experiment import StepRefused, StepResult
 
         prm = p.structure(args, p.ExperimentStepParams, "labls.experiment.step")
         if "format" not in prm.edit:
@@ -150,9 +155,8 @@ def register(server: LabServer) -> None:
         try:
             result = await ls.require_runs().step(prm.hypothesis, prm.edit, script,
                                                   prm.timeout_sec, prm.args)
-        except StepRefused as exc:
-            return {"ok": False, "verdict": "crash", "reason": str(exc), "run": None,
-                    "baseline": None, "delta": None, "commit": None, "discardedRef": None}
+        except StepRefused as exc:  # the same shape as any step's answer
+            return {"ok": False, **StepResult("crash", str(exc)).wire()}
         return {"ok": True, **result.wire()}
 
 
@@ -170,9 +174,11 @@ def register(server: LabServer) -> None:
             raise JsonRpcInvalidParams("labls.loop.start: the loop drives the model through "
                                        "aider: pip install 'labls[aider]'")
         cfg = ls.config
+        _check_loop_args(ls, prm)
         spec = LoopSpec(prm.iterations, prm.time_budget_sec, prm.model or cfg.loop.model,
                         prm.program or "program.md", prm.script or cfg.loop.script,
-                        prepare=prm.prepare, prepare_timeout_sec=prm.prepare_timeout_sec)
+                        prepare=prm.prepare or cfg.loop.prepare or None,
+                        prepare_timeout_sec=prm.prepare_timeout_sec)
         state = await asyncio.to_thread(ls.require_runs().loop_start, spec)
         return {"loopId": state.loop_id}
 
@@ -183,6 +189,27 @@ def register(server: LabServer) -> None:
     @server.command("labls.loop.stop")
     async def loop_stop(ls: LabServer, *args: Any) -> dict[str, Any]:
         return await _loop(ls, args, "labls.loop.stop", ls.require_runs().loop_stop)
+
+
+def _check_loop_args(ls: LabServer, prm: Any) -> None:
+    """What an agent may not choose: the model (where the code and prompts are sent) and a
+    prepare script (the one run that may write the dataset cache) are the user's config's;
+    the program and the script must be workspace text files."""
+    from labls.lab.edits import EditError, confine
+
+    cfg, command = ls.config, "labls.loop.start"
+    if prm.model is not None and prm.model != cfg.loop.model:
+        raise p.invalid(command, "model", f"{prm.model!r} is not the configured loop.model "
+                        f"{cfg.loop.model!r}; only the user's config chooses the model")
+    if prm.prepare is not None and prm.prepare != cfg.loop.prepare:
+        raise p.invalid(command, "prepare", "only the user's config (loop.prepare) names a "
+                        "prepare script: it is the one run that may write the dataset cache")
+    for name, value in (("program", prm.program), ("script", prm.script)):
+        if value is not None:
+            try:
+                confine(ls.root, value)
+            except EditError as exc:
+                raise p.invalid(command, name, str(exc)) from None
 
 
 async def _loop(ls: LabServer, args: tuple[Any, ...], command: str, action: Any) -> Any:

@@ -59,3 +59,13 @@ def plain(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: plain(v) for k, v in value.items()}
     return value
+
+
+def trust(workspace: Path) -> None:
+    """What `labls trust` does, as the user who wrote the workspace's labls.toml for a test."""
+    from labls.sandbox import config
+    from labls.sandbox import trust as trust_store
+
+    source, table, problems = config.workspace_source(workspace)
+    assert source is not None and not problems, problems
+    trust_store.record(source, table)

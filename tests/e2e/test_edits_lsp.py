@@ -11,7 +11,7 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams
 from pytest_lsp import ClientServerConfig, LanguageClient
 
-from tests.helpers import SERVER_COMMAND, command, start_session
+from tests.helpers import SERVER_COMMAND, command, start_session, trust
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 BLOCK = "{path}\n<<<<<<< SEARCH\n{old}\n=======\n{new}\n>>>>>>> REPLACE\n"
@@ -22,6 +22,7 @@ def ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ws = tmp_path_factory.mktemp("edits")
     (ws / "train.py").write_text("LR = 0.1\nprint(f'loss: {abs(LR - 0.3) + 1:.4f}')\n")
     (ws / "labls.toml").write_text('[metric]\nname = "loss"\n[loop]\nscript = "train.py"\n')
+    trust(ws)
     for args in (["init", "-q"], ["add", "."],
                  ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "start"]):
         subprocess.run(["git", "-C", str(ws), *args], check=True)

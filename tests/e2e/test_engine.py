@@ -20,6 +20,7 @@ import pytest
 from labls.sandbox.engine import RunInputError, RunRequest
 from labls.sandbox.records import RunRecord
 from labls.sandbox.registry import Registry
+from tests.helpers import trust
 
 
 def test_metrics_of_every_convention_are_merged(lab) -> None:
@@ -383,6 +384,7 @@ def test_crash_of_the_engine_leaves_run_interrupted(lab, tmp_path: Path) -> None
     marker = f"labls-orphan-{os.getpid()}"
     (lab.ws / "long.py").write_text("import time\nprint('a: 1', flush=True)\ntime.sleep(120)\n")
     (lab.ws / "labls.toml").write_text(f'dataset_cache_root = "{lab.root}"\n')
+    trust(lab.ws)
     cli = [sys.executable, "-m", "labls.server.cli", "run"]
     assert subprocess.run([*cli, "quick.py"], cwd=lab.ws, capture_output=True).returncode == 0
     err_log = tmp_path / "cli-stderr.txt"
@@ -413,6 +415,7 @@ def test_crash_of_the_engine_leaves_run_interrupted(lab, tmp_path: Path) -> None
 def test_cli_run_runs_and_show(lab) -> None:
     """The terminal verbs, as a user types them: summary and exit code, ledger, one record."""
     (lab.ws / "labls.toml").write_text(f'dataset_cache_root = "{lab.root}"\n')
+    trust(lab.ws)
     (lab.ws / "good.py").write_text(textwrap.dedent("""
         import glob, os
         for path in glob.glob(os.environ["LABLS_DATASET_ROOT"] + "/**", recursive=True):
@@ -459,6 +462,7 @@ def test_engine_killed_while_the_sandbox_starts_leaves_nothing(lab) -> None:
     setting up: the window in which bwrap's own --die-with-parent left its sandbox behind."""
     (lab.ws / "long.py").write_text("import time\ntime.sleep(120)\n")
     (lab.ws / "labls.toml").write_text(f'dataset_cache_root = "{lab.root}"\n')
+    trust(lab.ws)
     for attempt in range(5):
         marker = f"labls-early-kill-{os.getpid()}-{attempt}"
         proc = subprocess.Popen([sys.executable, "-m", "labls.server.cli", "run", "long.py",

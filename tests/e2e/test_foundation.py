@@ -11,7 +11,7 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams, JsonRpcMethodNotFound
 from pytest_lsp import ClientServerConfig, LanguageClient
 
-from tests.helpers import SERVER_COMMAND, command, make_cache, start_session
+from tests.helpers import SERVER_COMMAND, command, make_cache, start_session, trust
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -31,6 +31,7 @@ def paths(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     (workspace / "labls.toml").write_text(
         f'dataset_cache_root = "{cache}"\n[run]\ntimeout_sec = 120\n[metric]\nname = "accuracy"\n'
     )
+    trust(workspace)
     return {"workspace": workspace, "cache": cache}
 
 

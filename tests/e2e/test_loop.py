@@ -4,6 +4,7 @@ of real edits, real sandboxed runs and real git, with one crash repaired."""
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import subprocess
 from pathlib import Path
@@ -14,7 +15,7 @@ from pygls.exceptions import JsonRpcInvalidParams
 from pytest_lsp import ClientServerConfig, LanguageClient
 
 from tests.fakellm import FakeLLM
-from tests.helpers import SERVER_COMMAND, command, start_session
+from tests.helpers import SERVER_COMMAND, command, start_session, trust
 
 pytest.importorskip("aider")
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -28,7 +29,8 @@ def free_port() -> int:
 
 PORT = free_port()
 ENV = {"OPENAI_API_BASE": f"http://127.0.0.1:{PORT}/v1", "OPENAI_API_KEY": "labls-test",
-       "LITELLM_LOCAL_MODEL_COST_MAP": "True", "PATH": "/usr/local/bin:/usr/bin:/bin"}
+       "LITELLM_LOCAL_MODEL_COST_MAP": "True", "PATH": "/usr/local/bin:/usr/bin:/bin",
+       "XDG_CONFIG_HOME": os.environ["XDG_CONFIG_HOME"]}  # the tests' own (conftest.py)
 
 
 def block(old: str, new: str) -> str:
@@ -58,6 +60,7 @@ def ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (ws / "program.md").write_text("Minimise `loss` by tuning LR in train.py.\n")
     (ws / "labls.toml").write_text('[metric]\nname = "loss"\nmin_delta = 0.01\n'
                                    '[loop]\nmodel = "openai/labls-test"\nrepair_attempts = 1\n')
+    trust(ws)
     for args in (["init", "-q"], ["add", "."],
                  ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "start"]):
         subprocess.run(["git", "-C", str(ws), *args], check=True)

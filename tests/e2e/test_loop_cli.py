@@ -14,6 +14,7 @@ import pytest
 
 from labls.lab.rpc_client import LspClient
 from tests.fakellm import FakeLLM
+from tests.helpers import trust
 
 pytest.importorskip("aider")
 TRAIN = ("import os, time\nLR = 0.1\ntime.sleep(float(os.environ.get('SLOW', '0')))\n"
@@ -46,16 +47,25 @@ def llm_env(server: FakeLLM, **extra: str) -> dict[str, str]:
             "LITELLM_LOCAL_MODEL_COST_MAP": "True", **extra}
 
 
-def test_cli_loop_clones_prepares_and_iterates(tmp_path: Path) -> None:
+def test_cli_loop_clones_prepares_and_iterates(tmp_path: Path, user_config_home: Path) -> None:
+    """The clone's own labls.toml is untrusted: what it tries to loosen (the network, for its
+    prepare script too) is refused with a warning; the user's own config file decides."""
     cache = tmp_path / "cache"
     cache.mkdir()
-    source = make_repo(tmp_path / "upstream", cache)
+    user_config_home.mkdir(parents=True)
+    (user_config_home / "config.toml").write_text(
+        f'dataset_cache_root = "{cache}"\n[metric]\nname = "loss"\n'
+        '[loop]\nmodel = "openai/labls-test"\n')
+    source = make_repo(tmp_path / "upstream", cache,
+                       extra_toml='[run]\nnetwork = "host"\nisolation = "none"\n')
     with FakeLLM([step("0.1", "0.2"), step("0.2", "0.9")]) as llm:
         done = subprocess.run(
             [sys.executable, "-m", "labls.server.cli", "loop", "--from", str(source), "--into",
              str(tmp_path / "work"), "--prepare", "prepare.py", "--iterations", "2"],
             cwd=tmp_path, env=llm_env(llm), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "`run.network` = 'host' would loosen" in done.stderr
+    assert "labls.toml is not trusted" in done.stderr
     lines = done.stdout.splitlines()
     assert lines[0].startswith("iteration 1: keep") and lines[1].startswith("iteration 2: discard")
     assert (cache / "prepared.txt").read_text() == "ok"  # prepare may write the cache
@@ -68,6 +78,7 @@ def test_loop_resumes_after_the_server_is_killed(tmp_path: Path) -> None:
     cache.mkdir()
     (cache / "prepared.txt").write_text("ok")
     ws = make_repo(tmp_path / "ws", cache, extra_toml="")
+    trust(ws)
     replies = [step("0.1", "0.2"), step("0.2", "0.25"), step("0.25", "0.28")]
     with FakeLLM(replies) as llm:
         env = llm_env(llm, SLOW="1.5")

@@ -14,7 +14,7 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams
 from pytest_lsp import ClientServerConfig, LanguageClient
 
-from tests.helpers import SERVER_COMMAND, command, make_cache, plain, start_session
+from tests.helpers import SERVER_COMMAND, command, make_cache, plain, start_session, trust
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -48,6 +48,7 @@ def ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (workspace / "labls.toml").write_text(
         f'dataset_cache_root = "{cache}"\n[run]\nkill_grace_sec = 1\nmax_concurrent = 4\n'
         '[metric]\nname = "loss"\ngoal = "minimize"\nmin_delta = 0.01\n')
+    trust(workspace)
     return workspace
 
 

@@ -112,10 +112,10 @@ def test_labls_run_reaches_its_launch_without_the_slow_imports(tmp_path: Path) -
     code = ("import sys\nfrom pathlib import Path\nfrom labls.server import cli, cli_runs\n"
             "from labls.sandbox import config, engine\n"
             f"config.load(Path({str(tmp_path)!r}))\n"
-            "slow = ('tomllib', 'typing', 'sqlite3', 'labls.sandbox.registry',\n"
+            "slow = ('tomllib', 'sqlite3', 'labls.sandbox.registry',\n"
             "        'labls.sandbox.judge', 'labls.sandbox.metrics', 'labls.sandbox.capture')\n"
             "print(sorted(m for m in slow if m in sys.modules))\n")
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
     runs = [subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                            text=True, check=True).stdout.strip() for _ in range(2)]
-    assert runs == ["['tomllib', 'typing']", "[]"]  # the first run parsed and filled the cache
+    assert runs == ["['tomllib']", "[]"]  # the first run parsed and filled the cache
