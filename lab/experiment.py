@@ -312,9 +312,13 @@ class Experiment:
         created = [rel for rel in plan.new if plan.old.get(rel) is None]
         if not created:
             return []
+        # check-ignore takes no literal pathspecs; "./" keeps a leading ":" from being magic
         done = gitsafe.run(self.workspace, "check-ignore", "--stdin", "-z",
-                           input_text="\0".join(created) + "\0")
-        return [p for p in done.stdout.split("\0") if p]
+                           env={"GIT_LITERAL_PATHSPECS": "0"},
+                           input_text="".join(f"./{rel}\0" for rel in created))
+        if done.returncode not in (0, 1):
+            raise StepRefused(f"git check-ignore: {done.stderr.strip()}")
+        return [p.removeprefix("./") for p in done.stdout.split("\0") if p]
 
     # --- git: trees of exactly the bytes that ran, built in a throwaway index ---------------
     def _tree(self, plan: EditPlan, index: dict[str, str], folder: Path) -> str:

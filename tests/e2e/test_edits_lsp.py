@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 from pathlib import Path
 
@@ -96,9 +97,47 @@ async def test_experiment_step_keeps_an_improvement(client, ws: Path):
     assert head.strip() == "labls: LR closer to 0.3"
 
 
+async def test_protected_paths_are_refused_before_the_editor_is_asked(client, ws: Path):
+    before = (ws / "labls.toml").read_text()
+    asked = len(client.applied)
+    for args in ({"format": "whole", "path": "labls.toml", "text": '[run]\nnetwork = "host"\n'},
+                 {"format": "whole", "path": ".labls/labls.db", "text": "x"},
+                 {"format": "whole", "path": ".git/hooks/post-commit", "text": "#!/bin/sh\n"}):
+        result = await command(client, "labls.edit.apply", args)
+        assert not result["ok"] and result["reason"].startswith("protected"), result
+        assert result["failures"][0]["path"] == args["path"]
+    assert (ws / "labls.toml").read_text() == before and len(client.applied) == asked
+
+
+async def test_an_edit_while_a_step_runs_is_busy(client, ws: Path):
+    (ws / "slow.py").write_text("import time\ntime.sleep(2)\nprint('loss: 1.0')\n")
+    for args in (["add", "slow.py"], ["-c", "user.name=t", "-c", "user.email=t@t", "commit",
+                                      "-qm", "slow"]):
+        subprocess.run(["git", "-C", str(ws), *args], check=True)
+    edit = {"format": "searchReplace", "text": BLOCK.format(path="slow.py", old="loss: 1.0",
+                                                            new="loss: 2.0")}
+    step = asyncio.create_task(command(client, "labls.experiment.step", {
+        "hypothesis": "slower is worse", "edit": edit, "script": "slow.py"}))
+    async with asyncio.timeout(60):
+        while not (await command(client, "labls.run.list", {"state": "running"}))["runs"]:
+            await asyncio.sleep(0.05)
+    text = BLOCK.format(path="train.py", old="LR = 0.28", new="LR = 0.29")
+    busy = await command(client, "labls.edit.apply", {"format": "searchReplace", "text": text})
+    assert not busy["ok"] and busy["reason"].startswith("busy"), busy
+    dry = await command(client, "labls.edit.apply", {"format": "searchReplace", "text": text,
+                                                      "dryRun": True})
+    assert dry["ok"]  # a dry run changes nothing, so it is answered
+    result = await step
+    assert result["ok"] and result["verdict"] in ("keep", "discard", "crash")
+    again = await command(client, "labls.edit.apply", {"format": "searchReplace", "text": text,
+                                                        "dryRun": True})
+    assert again["ok"]
+
+
 async def test_experiment_step_refuses_a_dirty_tree(client, ws: Path):
     (ws / "train.py").write_text((ws / "train.py").read_text() + "# local change\n")
     result = await command(client, "labls.experiment.step", {"hypothesis": "x", "edit": {
         "format": "whole", "path": "train.py", "text": "print('loss: 0')\n"}})
     assert not result["ok"] and "uncommitted" in result["reason"]
+    assert {"comparison", "failures", "baselineRuns", "notes"} <= set(result)  # one shape
     assert (ws / "train.py").read_text().endswith("# local change\n")  # nothing lost

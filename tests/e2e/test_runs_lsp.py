@@ -260,6 +260,16 @@ async def test_progress_token_created_by_the_server(client, ws):
     ("labls.run.start", {"script": "absent.py"}, "does not exist"),
     ("labls.run.start", {"script": "quick.py", "timeoutSec": -1}, "timeoutSec"),
     ("labls.run.start", {"script": "quick.py", "timeoutSec": 1e12}, "timeoutSec"),
+    # an agent's arguments may only tighten what the user's config allows
+    ("labls.run.start", {"script": "quick.py", "timeoutSec": 3601},
+     "field 'timeoutSec'.*trusted ceiling run.max_timeout_sec"),
+    ("labls.run.start", {"script": "quick.py", "env": {"AWS_SECRET_ACCESS_KEY": "x"}},
+     "field 'env'.*AWS_SECRET_ACCESS_KEY is not in the trusted allow-list run.env"),
+    ("labls.run.start", {"script": "quick.py", "env": {"PYTHONPATH": "/x"}}, "field 'env'"),
+    ("labls.run.start", {"script": "quick.py", "gpus": [7]}, "field 'gpus'"),
+    ("labls.loop.start", {"model": "openai/elsewhere"}, "field 'model'"),
+    ("labls.loop.start", {"prepare": "quick.py"}, "field 'prepare'.*dataset cache"),
+    ("labls.loop.start", {"program": "../../etc/passwd"}, "field 'program'"),
     ("labls.run.start", {"script": "quick.py", "timeoutSec": "10"}, "timeoutSec"),
     ("labls.run.start", {"script": 5}, "script"),
     ("labls.run.start", {"script": "quick.py", "gpus": "all"}, "gpus"),
@@ -268,6 +278,8 @@ async def test_progress_token_created_by_the_server(client, ws):
     ("labls.run.list", {"state": "sleeping"}, "state"),
 ])
 async def test_bad_input_is_invalid_params(client, ws, name, args, match):
+    if not (ws / "quick.py").exists():
+        write(ws, "quick.py", 'print("loss: 1.0")\n')
     with pytest.raises(JsonRpcInvalidParams, match=match):
         await command(client, name, args)
 
