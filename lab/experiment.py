@@ -113,6 +113,20 @@ def ensure_ready(workspace: Path, state_dir: Path) -> None:
                           + dirty)
 
 
+def refuse_a_tracked_state_dir(workspace: Path, state_dir: Path) -> None:
+    """A repository may not ship labls's records: a committed registry, ledger or step journal
+    would forge the baseline or the files a recovery writes."""
+    if not state_dir.is_relative_to(workspace.resolve()):
+        return
+    rel = os.path.relpath(state_dir, workspace.resolve())
+    tracked = git(workspace, "ls-files", "--", rel, check=False)
+    if tracked:
+        raise StepRefused(f"the state dir {rel}/ holds files the repository tracks "
+                          f"({tracked.splitlines()[0]}, ...): labls's records cannot come "
+                          "from a repository; remove them from git (`git rm -r --cached "
+                          f"{rel}`) and commit")
+
+
 class StepLock:
     """One step at a time per workspace, across threads and processes (an flock)."""
 
@@ -166,6 +180,7 @@ class Experiment:
              timeout_sec: float | None = None, args: list[str] | None = None) -> StepResult:
         args = args or []
         with self.lock.held():
+            refuse_a_tracked_state_dir(self.workspace, self.engine.state_dir)
             self.recover()
             ensure_ready(self.workspace, self.engine.state_dir)
             judge = self.judgement(script, args)
@@ -225,7 +240,7 @@ class Experiment:
 
     def recover(self) -> None:
         """Undo a step a killed process left unfinished, with a ledger row saying so."""
-        undone = self.journal.undo(self.workspace)
+        undone = self.journal.undo(self.workspace, guard_for(self.workspace, self.cfg))
         if undone is None:
             return
         reason = ("interrupted: the labls process running this step stopped; its edit is "

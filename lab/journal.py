@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .edits import EditPlan, restore_files, unified
+from .edits import EditError, EditPlan, confine, restore_files, unified
+from .protect import Guard
 
 
 class Journal:
@@ -35,13 +36,15 @@ class Journal:
     def end(self) -> None:
         self.path.unlink(missing_ok=True)
 
-    def undo(self, workspace: Path) -> dict[str, Any] | None:
+    def undo(self, workspace: Path, guard: Guard) -> dict[str, Any] | None:
         """Undo an unfinished step, if one is recorded: its hypothesis, diff and the paths left
-        (changed by someone since); None when there is nothing to undo."""
+        (changed by someone since); None when there is nothing to undo. A journal names only
+        what a step planned, so a path the guard protects (or one leading out) is never
+        written from it, whoever wrote the file."""
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
-            files = {rel: (_unb64(f["old"]), _unb64(f["new"]) or b"", int(f["mode"]))
-                     for rel, f in data["files"].items()}
+            files = {rel: (_unb64(f["old"]), _unb64(f["new"]) or b"", int(f["mode"]) & 0o777)
+                     for rel, f in data["files"].items() if _writable(workspace, guard, rel)}
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -52,6 +55,13 @@ class Journal:
         self.end()
         return {"hypothesis": str(data.get("hypothesis", "")), "left": left,
                 "diff": "".join(str(f.get("diff", "")) for f in data["files"].values())}
+
+
+def _writable(workspace: Path, guard: Guard, rel: str) -> bool:
+    try:
+        return confine(workspace, rel) == rel and guard.why(rel) is None
+    except EditError:
+        return False
 
 
 def _b64(data: bytes | None) -> str | None:

@@ -4,8 +4,8 @@ The agent is untrusted; these are the files that would let it change the rules o
 - the repository itself: `.git/` (and a `.git` folder at any depth), found by real path, so a
   committed symlink `g -> .git` does not lead into it;
 - labls's state dir (the registry, the runs' records and logs);
-- labls's own config: every `labls.toml`, and the `[tool.labls]` table of a `pyproject.toml` (the
-  rest of that file stays editable);
+- labls's own config: every `labls.toml`, the `[tool.labls]` table of a `pyproject.toml` (the
+  rest of that file stays editable), and the user's config dir should the workspace hold it;
 - what the trusted config names in `edit.protect` (an evaluator, its data): glob patterns
   relative to the workspace, where `*` also crosses folders and a folder's name covers all
   below it.
@@ -19,6 +19,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from labls.sandbox import trust
 
 CONFIG_NAMES = ("labls.toml",)
 
@@ -50,6 +52,8 @@ class Guard:
             return "inside labls's state dir"
         if named.name in CONFIG_NAMES or real.name in CONFIG_NAMES:
             return "labls's config"
+        if real.is_relative_to(trust.config_dir().resolve()):
+            return "the user's own labls config (and the trust records)"
         for pattern in self.patterns:
             for candidate in (str(named), str(real_rel)):
                 folder = pattern.rstrip("/")

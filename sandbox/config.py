@@ -162,6 +162,13 @@ def _env_names(v: Any) -> list[str]:
     return list(v)
 
 
+def _subfolder(v: str) -> str:
+    parts = Path(v).parts
+    if not v.startswith("/") and (not parts or all(p == "." for p in parts)):
+        raise ValueError(f"must name a folder of its own, not the workspace itself; got {v!r}")
+    return v
+
+
 def _boolean(v: Any) -> bool:
     if not isinstance(v, bool):
         raise ValueError(f"must be true or false, got {v!r}")
@@ -195,7 +202,7 @@ def _datasets(v: Any) -> dict[str, DatasetDecl]:
 
 VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "dataset_cache_root": lambda v: _absolute_path(os.path.expanduser(_non_empty_str(v))),
-    "state_dir": _non_empty_str,
+    "state_dir": lambda v: _subfolder(_non_empty_str(v)),
     "datasets": _datasets,
     "run.timeout_sec": _positive_number,
     "run.max_timeout_sec": _positive_number,
@@ -306,6 +313,9 @@ def read_user_layer(workspace: Path) -> tuple[dict[str, Any], list[ConfigProblem
 
 
 def _untrusted_because(workspace: Path, source: Path, table: dict[str, Any]) -> str | None:
+    if trust.store_path().resolve().is_relative_to(workspace.resolve()):
+        return (f"the trust records {trust.store_path()} lie inside the workspace, where the "
+                "repository could write them")
     state = trust.status(source, table)
     if state == "trusted":
         return None

@@ -217,11 +217,16 @@ class Engine:
         return str(path.relative_to(self.workspace))
 
     def python(self) -> str:
+        """The run's interpreter: `run.python`, else the workspace's `.venv` when it is a real
+        Python installation, else labls's own. The repository ships `.venv/bin/python` as it
+        likes (a symlink anywhere), and the interpreter's installation is bound into the
+        sandbox, so a link to a folder that is no Python installation is not followed."""
         chosen = self.config.run.python
-        if chosen == "auto":
-            venv = self.workspace / ".venv" / "bin" / "python"
-            return str(venv) if venv.exists() else sys.executable
-        return chosen
+        if chosen != "auto":
+            return chosen
+        venv = self.workspace / ".venv" / "bin" / "python"
+        return str(venv) if venv.exists() and isolation.is_python_installation(venv) else (
+            sys.executable)
 
     def _finished(self, run: _Run) -> None:
         with self._lock:

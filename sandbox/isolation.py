@@ -194,6 +194,14 @@ class SandboxSpec:
         return opened
 
 
+def is_python_installation(python: Path) -> bool:
+    """`python` sits in a venv (`pyvenv.cfg`) whose real interpreter's folder holds a Python
+    standard library (`lib/python3*/os.py`): the folders `interpreter_roots` would bind."""
+    real_root = python.resolve().parent.parent
+    return ((python.parent.parent / "pyvenv.cfg").is_file()
+            and any(real_root.glob("lib/python3*/os.py")))
+
+
 def interpreter_roots(python: str) -> list[Path]:
     """Folders an interpreter needs to start: its venv (if any) and its real installation."""
     exe = Path(python)

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from labls.lab.edits import plan_edit, unified, write_atomically
+from labls.lab.edits import plan_edit, restore_files, unified, write_atomically
 from labls.lab.experiment import Experiment, StepLock
 from labls.lab.journal import Journal
 from labls.lab.loop import AutoLoop, LoopSpec, LoopState
@@ -62,6 +62,11 @@ class Lab:
         self.ws = ws
         self.engine = Engine(ws, self.cfg)
         self.exp = Experiment(self.engine, self.cfg, lambda run_id: self.engine.wait(run_id))
+
+    def exp_guard(self) -> Any:
+        from labls.lab.experiment import guard_for
+
+        return guard_for(self.ws, self.cfg)
 
     def ledger(self) -> list[dict[str, Any]]:
         return list(reversed(self.exp.registry.ledger()))
@@ -338,3 +343,72 @@ def test_the_repair_prompt_quotes_tracked_files_only(tmp_path: Path, labs) -> No
     record.error = {**record.error, "file": "helper.py"}
     assert "X = 1" in repair_context(record, ws)["source"]
     assert os.path.exists(ws / ".env")
+
+
+def test_a_repository_venv_cannot_bind_a_host_folder_into_the_sandbox(tmp_path: Path,
+                                                                        labs) -> None:
+    """A cloned repository ships `.venv/bin/python` as a link to any executable (here a wrapper
+    in a folder holding a secret, as a pip console script in ~/.local would be); the folder
+    the interpreter lives in is bound into the sandbox, so only a real Python installation
+    may be that folder."""
+    import sys
+
+    from labls.sandbox import isolation
+
+    secret_dir = tmp_path / "secret"
+    (secret_dir / "bin").mkdir(parents=True)
+    (secret_dir / "token.txt").write_text("s3cr3t\n")
+    runner = secret_dir / "bin" / "runner"
+    runner.write_text(f'#!/bin/sh\nexec {sys.executable} "$@"\n')
+    runner.chmod(0o755)
+    probe = (f"import pathlib\np = pathlib.Path({str(secret_dir / 'token.txt')!r})\n"
+             "print('leaked' if p.exists() else 'hidden')\nprint('loss: 1.0')\n")
+    ws = make_ws(tmp_path, {"train.py": probe, ".venv/pyvenv.cfg": "home = /usr/bin\n"})
+    (ws / ".venv" / "bin").mkdir()
+    (ws / ".venv" / "bin" / "python").symlink_to(runner)
+    venv_python = str(ws / ".venv" / "bin" / "python")
+    # positive control: that interpreter's folders, as the sandbox would bind them
+    assert secret_dir in isolation.interpreter_roots(venv_python)
+    assert not isolation.is_python_installation(Path(venv_python))
+    lab = labs(ws)
+    assert lab.engine.python() == sys.executable
+    record = lab.engine.wait(lab.engine.start(RunRequest("train.py")).run_id)
+    assert record is not None and record.state == "succeeded", record.error
+    assert "hidden" in record.log_tail and "leaked" not in record.log_tail
+
+
+def test_a_repository_cannot_ship_the_ledger_or_a_step_journal(tmp_path: Path, labs) -> None:
+    """A cloned repository with a committed `.labls/`: a forged baseline row would make every
+    step a keep, and a forged journal would have the recovery write labls.toml."""
+    ws = make_ws(tmp_path, {"train.py": TRAIN.format(lr=0.1), "labls.toml": "# mine\n"})
+    forger = Lab(ws)  # the attacker's own labls, run before committing its state dir
+    try:
+        run = forger.engine.wait(forger.engine.start(RunRequest("train.py")).run_id)
+        assert run is not None
+        judge = forger.exp.judgement("train.py", [])
+        forger.exp.registry.add_ledger({"run_id": run.run_id, "status": "keep", "metric": 99.0,
+                                        "description": "baseline", "repeats": 1, "spread": 0.0,
+                                        "judge": judge, "created_at": time.time()})
+        # positive control: that row is the baseline a step would be judged against
+        assert forger.exp.registry.kept(judge)[0]["metric"] == 99.0
+    finally:
+        forger.engine.close()
+    (ws / ".labls" / "step-journal.json").write_text(
+        '{"hypothesis": "x", "files": {"labls.toml": {"old": "W3J1bl0KbmV0d29yayA9ICJob3N0Igo=",'
+        ' "new": "IyBtaW5lCg==", "mode": 420, "diff": ""}}}')
+    git(ws, "add", "-f", ".labls")
+    git(ws, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "ship the records")
+    lab = labs(ws)
+    with pytest.raises(Exception, match="holds files the repository tracks"):
+        lab.exp.step("LR 0.25", lr("0.1", "0.25"), "train.py")
+    assert (ws / "labls.toml").read_text() == "# mine\n"
+    # positive control: those journal bytes, restored without the guard, loosen labls.toml
+    scratch = tmp_path / "scratch-ws"
+    scratch.mkdir()
+    (scratch / "labls.toml").write_text("# mine\n")
+    restore_files(scratch, {"labls.toml": (b'[run]\nnetwork = "host"\n', b"# mine\n", 0o644)})
+    assert "host" in (scratch / "labls.toml").read_text()
+    # and were the journal found anyway, it never writes a protected path
+    undone = Journal(lab.engine.state_dir).undo(ws, lab.exp_guard())
+    assert undone is not None and undone["left"] == []
+    assert (ws / "labls.toml").read_text() == "# mine\n"

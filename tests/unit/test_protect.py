@@ -199,3 +199,11 @@ def test_an_edit_through_an_inner_symlink_writes_the_real_file(ws: Path) -> None
     assert result.ok and list(result.new) == ["train.py"]
     write_atomically(result)
     assert (ws / "alias.py").is_symlink() and (ws / "train.py").read_text() == "LR = 0.3\n"
+
+
+def test_the_users_config_dir_inside_the_workspace_is_protected(ws: Path, monkeypatch) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(ws / "dotconfig"))
+    result = plan(ws, "whole", path="dotconfig/labls/trusted.json", text="{}")
+    assert not result.ok and "user's own labls config" in result.failures[0].reason
+    control = plan(ws, "whole", path="dotconfig/other/settings.json", text="{}")
+    assert control.ok

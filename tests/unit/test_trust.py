@@ -136,3 +136,26 @@ def test_the_budget_never_exceeds_the_ceiling(tmp_path: Path) -> None:
 def test_trust_with_nothing_to_trust_says_so(tmp_path: Path) -> None:
     done = labls(tmp_path, "trust")
     assert done.returncode == 2 and "nothing to trust" in done.stderr
+
+
+def test_trust_records_inside_the_workspace_do_not_count(tmp_path: Path, monkeypatch) -> None:
+    """A dotfiles repository holding ~/.config: its trust records are the agent's to write."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "dotconfig"))
+    (tmp_path / "labls.toml").write_text('[run]\nnetwork = "host"\n')
+    assert labls(tmp_path, "trust").returncode == 0
+    cfg, problems = load(tmp_path)
+    assert cfg.run.network == "none" and "inside the workspace" in problems[0].reason
+    # positive control: the same records outside the workspace count
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path.parent / f"{tmp_path.name}-config"))
+    assert labls(tmp_path, "trust").returncode == 0
+    assert load(tmp_path)[0].run.network == "host"
+
+
+def test_the_state_dir_must_be_a_folder_of_its_own(tmp_path: Path) -> None:
+    for bad in (".", "./", "./."):
+        (tmp_path / "labls.toml").write_text(f'state_dir = "{bad}"\n')
+        cfg, problems = load(tmp_path)
+        assert cfg.state_dir == ".labls" and problems[0].key == "state_dir"
+    (tmp_path / "labls.toml").write_text('state_dir = "../elsewhere"\n')
+    cfg, problems = load(tmp_path)  # outside the workspace loosens: it needs trust
+    assert cfg.state_dir == ".labls" and "not trusted" in problems[0].reason
