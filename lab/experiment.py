@@ -181,7 +181,7 @@ class Experiment:
         args = args or []
         with self.lock.held():
             refuse_a_tracked_state_dir(self.workspace, self.engine.state_dir)
-            self.recover()
+            self._recover()
             ensure_ready(self.workspace, self.engine.state_dir)
             judge = self.judgement(script, args)
             base = self._baseline(judge, script, timeout_sec, args)
@@ -207,10 +207,10 @@ class Experiment:
     def _try(self, plan: EditPlan, hypothesis: str, base: Baseline, judge: str, script: str,
              timeout_sec: float | None, args: list[str]) -> StepResult:
         self.journal.begin(plan, hypothesis)
-        write_atomically(plan)
         result = StepResult("crash", "", baseline=base.run, baseline_runs=base.runs,
                             notes=list(base.notes))
         try:
+            write_atomically(plan)
             run = self._run(script, timeout_sec, args, f"step: {hypothesis[:200]}")
             result = self._verdict(run, base)
             if result.verdict == "keep":
@@ -240,6 +240,10 @@ class Experiment:
 
     def recover(self) -> None:
         """Undo a step a killed process left unfinished, with a ledger row saying so."""
+        with self.lock.held():
+            self._recover()
+
+    def _recover(self) -> None:
         undone = self.journal.undo(self.workspace, guard_for(self.workspace, self.cfg))
         if undone is None:
             return

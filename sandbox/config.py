@@ -325,6 +325,19 @@ def _untrusted_because(workspace: Path, source: Path, table: dict[str, Any]) -> 
     return f"{source.name} is not trusted ({how})"
 
 
+def files_stamp(workspace: Path) -> tuple[tuple[str, int, int], ...]:
+    """(path, mtime, size) of every file the config is read from, to tell when to re-read."""
+    stamp = []
+    for path in (workspace / "labls.toml", workspace / "pyproject.toml",
+                 trust.user_config_path(), trust.store_path()):
+        try:
+            st = path.stat()
+            stamp.append((str(path), st.st_mtime_ns, st.st_size))
+        except OSError:
+            stamp.append((str(path), 0, -1))
+    return tuple(stamp)
+
+
 def load(
     workspace: Path, *overrides: Mapping[str, Any] | None
 ) -> tuple[Config, list[ConfigProblem]]:

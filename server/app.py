@@ -32,6 +32,9 @@ class LabProtocol(LanguageServerProtocol):
     @lsp_method(types.WORKSPACE_EXECUTE_COMMAND)
     def lsp_workspace__execute_command(self, params: types.ExecuteCommandParams) -> Any:
         current_work_done_token.set(params.work_done_token)
+        server = self._server
+        if isinstance(server, LabServer):
+            server.refresh_config()  # labls.toml, the user's config or trust changed on disk
         return (yield from super().lsp_workspace__execute_command(params))
 
 
@@ -50,6 +53,7 @@ class LabServer(LanguageServer):
         self._config: Config | None = None
         self._init_options: Any = None
         self._client_settings: Any = None
+        self._config_stamp: tuple[Any, ...] | None = None
         self.runs: RunService | None = None  # built on `initialized`, once the config is known
         self.runs_error: str | None = None  # why they could not be (e.g. the state dir)
         self.main_loop: asyncio.AbstractEventLoop | None = None  # set by `initialize`
@@ -76,6 +80,7 @@ class LabServer(LanguageServer):
 
         if settings is not None:
             self._client_settings = _unwrap(settings)
+        self._config_stamp = config_model.files_stamp(self.root)
         self._config, problems = config_model.load(
             self.root, self._init_options, self._client_settings
         )
@@ -87,6 +92,16 @@ class LabServer(LanguageServer):
                 types.ShowMessageParams(type=types.MessageType.Warning, message=str(problem))
             )
         return problems
+
+    def refresh_config(self) -> None:
+        """Reload when a file the config comes from changed since it was read: a `labls
+        trust` in a terminal, or a labls.toml written outside the editor, counts at the next
+        command (warnings shown again), not only after a didSave or a restart."""
+        from labls.sandbox import config as config_model
+
+        if self._config is not None and config_model.files_stamp(self.root) != (
+                self._config_stamp):
+            self.load_config()
 
     def on_initialized(self) -> None:
         from .runs import RunService

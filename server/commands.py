@@ -147,6 +147,7 @@ def register(server: LabServer) -> None:
     @server.command("labls.experiment.step")
     async def experiment_step(ls: LabServer, *args: Any) -> dict[str, Any]:
         from labls.lab.experiment import StepRefused, StepResult
+        from labls.sandbox.engine import RunInputError
 
         prm = p.structure(args, p.ExperimentStepParams, "labls.experiment.step")
         if "format" not in prm.edit:
@@ -157,6 +158,8 @@ def register(server: LabServer) -> None:
                                                   prm.timeout_sec, prm.args)
         except StepRefused as exc:  # the same shape as any step's answer
             return {"ok": False, **StepResult("crash", str(exc)).wire()}
+        except RunInputError as exc:  # the baseline's run, asked as the step asks
+            raise JsonRpcInvalidParams(f"labls.experiment.step: {exc}") from None
         return {"ok": True, **result.wire()}
 
 

@@ -54,9 +54,10 @@ async def test_untrusted_then_trusted_then_changed(client: LanguageClient, ws: P
                for m in shown), shown
     assert await isolation_of_a_run(client) == "bwrap"  # the weaker sandbox was not applied
 
-    trust(ws)  # positive control: the user trusts the file as it reads
-    assert await saved(client, ws) == []
-    assert await isolation_of_a_run(client) == "unshare"
+    trust(ws)  # positive control: the user trusts the file as it reads, in a terminal
+    before = len(client.messages)
+    assert await isolation_of_a_run(client) == "unshare"  # counted at the next command
+    assert len(client.messages) == before  # and nothing to warn about any more
 
     (ws / "labls.toml").write_text(LOOSE + '[metric]\nname = "loss"\n')
     messages = await saved(client, ws)
