@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import statistics
@@ -173,7 +174,18 @@ class Experiment:
         m = self.cfg.metric
         return json.dumps({"metric": m.name, "goal": m.goal, "minDelta": m.min_delta,
                            "requireProvenance": m.require_provenance, "script": script,
-                           "args": args}, sort_keys=True)
+                           "args": args, "evaluator": self._evaluator_hash()}, sort_keys=True)
+
+    def _evaluator_hash(self) -> str | None:
+        """A hash of the committed files `edit.protect` names (the evaluator, its data), from
+        git's own blob ids, so nothing is read: a new evaluator is a new judgement."""
+        if not self.cfg.edit.protect:
+            return None
+        guard = Guard(self.workspace, self.engine.state_dir, self.cfg.edit.protect)
+        listed = gitsafe.run_bytes(self.workspace, "ls-files", "-s", "-z").stdout
+        entries = sorted(line for line in listed.decode("utf-8", "surrogateescape").split("\0")
+                         if "\t" in line and guard.listed(line.split("\t", 1)[1]))
+        return hashlib.sha256("\n".join(entries).encode("utf-8", "surrogateescape")).hexdigest()
 
     # --- the step -------------------------------------------------------------------------
     def step(self, hypothesis: str, edit: dict[str, Any], script: str,

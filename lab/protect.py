@@ -54,11 +54,17 @@ class Guard:
             return "labls's config"
         if real.is_relative_to(trust.config_dir().resolve()):
             return "the user's own labls config (and the trust records)"
+        pattern = self.listed(str(named)) or self.listed(str(real_rel))
+        if pattern is not None:
+            return f"protected by the trusted config (edit.protect {pattern!r})"
+        return None
+
+    def listed(self, rel: str) -> str | None:
+        """The `edit.protect` pattern that names `rel`, if one does."""
         for pattern in self.patterns:
-            for candidate in (str(named), str(real_rel)):
-                folder = pattern.rstrip("/")
-                if fnmatch.fnmatchcase(candidate, pattern) or candidate.startswith(folder + "/"):
-                    return f"protected by the trusted config (edit.protect {pattern!r})"
+            folder = pattern.rstrip("/")
+            if fnmatch.fnmatchcase(rel, pattern) or rel.startswith(folder + "/"):
+                return pattern
         return None
 
     def config_change(self, rel: str, old: str | None, new: str) -> str | None:

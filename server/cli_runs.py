@@ -131,6 +131,7 @@ def history(args: Any) -> int:
         metric = "-" if e["metric"] is None else f"{e['metric']:.6g}"
         when = time.strftime("%H:%M:%S", time.localtime(e["created_at"]))
         ref = f"  [{e['discarded_ref']}]" if e["discarded_ref"] else ""
+        ref += f"  ({e['reason'][:200]})" if e.get("reason") and e["status"] != "keep" else ""
         sys.stdout.write(f"{when:<9} {e['status']:<8} {e['commit_sha'][:7]:<8} {metric:>12}  "
                          f"{e['run_id']:<23} {e['description']}{ref}\n")
     return 0

@@ -412,3 +412,18 @@ def test_a_repository_cannot_ship_the_ledger_or_a_step_journal(tmp_path: Path, l
     undone = Journal(lab.engine.state_dir).undo(ws, lab.exp_guard())
     assert undone is not None and undone["left"] == []
     assert (ws / "labls.toml").read_text() == "# mine\n"
+
+
+def test_a_new_evaluator_is_a_new_judgement(tmp_path: Path, labs) -> None:
+    evaluate = "def score(loss):\n    return loss\n"
+    ws = make_ws(tmp_path, {"train.py": TRAIN.format(lr=0.1), "eval/score.py": evaluate})
+    lab = labs(ws, edit={"protect": ["eval"]})
+    assert lab.exp.step("LR 0.2", lr("0.1", "0.2"), "train.py").verdict == "keep"
+    same = lab.exp.step("LR 0.25", lr("0.2", "0.25"), "train.py")
+    assert same.baseline_runs == []  # the same evaluator: the same baseline line
+    (ws / "eval" / "score.py").write_text(evaluate + "# v2\n")  # the user commits a new one
+    git(ws, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "evaluator v2")
+    changed = lab.exp.step("LR 0.28", lr("0.25", "0.28"), "train.py")
+    assert len(changed.baseline_runs) == 1 and any("new baseline" in n for n in changed.notes)
+    judges = {e["judge"] for e in lab.ledger()}
+    assert len(judges) == 2 and all('"evaluator": "' in j for j in judges)
