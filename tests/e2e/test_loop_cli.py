@@ -77,7 +77,7 @@ def test_loop_resumes_after_the_server_is_killed(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     cache.mkdir()
     (cache / "prepared.txt").write_text("ok")
-    ws = make_repo(tmp_path / "ws", cache, extra_toml="")
+    ws = make_repo(tmp_path / "ws", cache, extra_toml='[run]\nenv = ["SLOW"]\n')
     trust(ws)
     replies = [step("0.1", "0.2"), step("0.2", "0.25"), step("0.25", "0.28")]
     with FakeLLM(replies) as llm:
@@ -89,7 +89,11 @@ def test_loop_resumes_after_the_server_is_killed(tmp_path: Path) -> None:
         while len(client.command("labls.loop.get", {"loopId": loop_id})["iterations"]) < 1:
             assert time.monotonic() < deadline
             time.sleep(0.1)
-        time.sleep(0.8)  # inside the second iteration: its edit is on disk, its run going
+        # inside the second iteration: its edit is on disk and its run going
+        while not any("0.25" in r["label"] for r in client.command(
+                "labls.run.list", {"state": "running"})["runs"]):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
         client.proc.send_signal(signal.SIGKILL)
         client.proc.wait()
         client.release()
@@ -105,3 +109,9 @@ def test_loop_resumes_after_the_server_is_killed(tmp_path: Path) -> None:
     status = subprocess.run(["git", "-C", str(ws), "status", "--porcelain",
                              "--untracked-files=no"], capture_output=True, text=True).stdout
     assert status == ""
+    from labls.sandbox.registry import Registry
+
+    ledger = Registry(ws / ".labls" / "labls.db").ledger()
+    killed = [e for e in ledger if e["reason"].startswith("interrupted")]
+    assert len(killed) == 1 and killed[0]["status"] == "crash"  # the killed step, undone
+    assert "LR = 0.25" in killed[0]["diff"]
