@@ -22,15 +22,11 @@ repeats); the spread is carried by every keep, and the baseline is re-measured e
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
-import os
 import statistics
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,17 +36,15 @@ from labls.sandbox.config import Config
 from labls.sandbox.engine import Engine, RunRequest
 from labls.sandbox.records import RunRecord
 
+from . import commits
+from .commits import StepRefused, ensure_ready, git, refuse_a_tracked_state_dir
 from .compare import Comparison, compare
-from .edits import EditPlan, plan_edit, restore, unified, write_atomically
-from .journal import Journal
+from .editplan import EditPlan, restore, unified, write_atomically
+from .edits import plan_edit
+from .journal import Journal, StepLock
 from .protect import Guard
 
 Waiter = Callable[[str], RunRecord]
-LABLS_AUTHOR = ("-c", "user.name=labls", "-c", "user.email=labls@localhost")
-
-
-class StepRefused(Exception):
-    """The workspace is not in a state where a step can run (not git, or dirty)."""
 
 
 @dataclass
@@ -86,71 +80,6 @@ class Baseline:
     what: str = "the last kept run"
     runs: list[str] = field(default_factory=list)  # baseline runs made by this step
     notes: list[str] = field(default_factory=list)
-
-
-def git(workspace: Path, *args: str, env: dict[str, str] | None = None,
-        check: bool = True) -> str:
-    try:
-        return gitsafe.git(workspace, *args, env=env, check=check)
-    except gitsafe.GitError as exc:
-        raise StepRefused(str(exc)) from None
-
-
-def ensure_ready(workspace: Path, state_dir: Path) -> None:
-    if not (workspace / ".git").exists():
-        raise StepRefused(f"{workspace} is not a git repository: `git init` and commit first")
-    if not git(workspace, "rev-parse", "--verify", "-q", "HEAD", check=False):
-        raise StepRefused("the repository has no commit yet: commit the experiment first")
-    exclude = workspace / ".git" / "info" / "exclude"
-    rel_state = os.path.relpath(state_dir, workspace)
-    if not rel_state.startswith(".."):
-        exclude.parent.mkdir(parents=True, exist_ok=True)
-        lines = exclude.read_text().splitlines() if exclude.exists() else []
-        if f"/{rel_state}/" not in lines:
-            exclude.write_text("\n".join([*lines, f"/{rel_state}/"]) + "\n")
-    dirty = git(workspace, "status", "--porcelain", "--untracked-files=no")
-    if dirty:
-        raise StepRefused("tracked files have uncommitted changes; commit or stash them first:\n"
-                          + dirty)
-
-
-def refuse_a_tracked_state_dir(workspace: Path, state_dir: Path) -> None:
-    """A repository may not ship labls's records: a committed registry, ledger or step journal
-    would forge the baseline or the files a recovery writes."""
-    if not state_dir.is_relative_to(workspace.resolve()):
-        return
-    rel = os.path.relpath(state_dir, workspace.resolve())
-    tracked = git(workspace, "ls-files", "--", rel, check=False)
-    if tracked:
-        raise StepRefused(f"the state dir {rel}/ holds files the repository tracks "
-                          f"({tracked.splitlines()[0]}, ...): labls's records cannot come "
-                          "from a repository; remove them from git (`git rm -r --cached "
-                          f"{rel}`) and commit")
-
-
-class StepLock:
-    """One step at a time per workspace, across threads and processes (an flock)."""
-
-    def __init__(self, state_dir: Path) -> None:
-        self.path = state_dir / "step.lock"
-
-    @contextlib.contextmanager
-    def held(self, wait: bool = True) -> Iterator[bool]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-            except BlockingIOError:
-                yield False
-                return
-            yield True
-        finally:
-            os.close(fd)  # (closing releases the lock)
-
-    def busy(self) -> bool:
-        with self.held(wait=False) as got:
-            return not got
 
 
 def guard_for(workspace: Path, cfg: Config) -> Guard:
@@ -226,9 +155,11 @@ class Experiment:
             run = self._run(script, timeout_sec, args, f"step: {hypothesis[:200]}")
             result = self._verdict(run, base)
             if result.verdict == "keep":
-                result.commit = self._commit(plan, hypothesis, run, result.comparison)
+                result.commit = commits.keep(self.workspace, plan, hypothesis,
+                                             _metric_lines(result.comparison, run), run.run_id)
             else:
-                result.discarded_ref = self._set_aside(plan, hypothesis, run)
+                result.discarded_ref = commits.set_aside(self.workspace, plan, hypothesis,
+                                                         run.run_id, run.state)
         except BaseException as exc:
             result.verdict, result.commit = "crash", None
             result.reason = (f"the step failed after its edit ({type(exc).__name__}: {exc}); "
@@ -351,47 +282,6 @@ class Experiment:
             raise StepRefused(f"git check-ignore: {done.stderr.strip()}")
         return [p.removeprefix("./") for p in done.stdout.split("\0") if p]
 
-    # --- git: trees of exactly the bytes that ran, built in a throwaway index ---------------
-    def _tree(self, plan: EditPlan, index: dict[str, str], folder: Path) -> str:
-        git(self.workspace, "read-tree", "HEAD", env=index)
-        for n, rel in enumerate(plan.new):
-            blob = folder / f"blob-{n}"
-            blob.write_bytes(plan.encoded(rel))
-            sha = git(self.workspace, "hash-object", "-w", "--no-filters", "--", str(blob))
-            executable = plan.executable.get(rel, bool(plan.modes.get(rel, 0) & 0o100))
-            git(self.workspace, "update-index", "--add", "--cacheinfo",
-                f"{'100755' if executable else '100644'},{sha},{rel}", env=index)
-        return git(self.workspace, "write-tree", env=index)
-
-    def _commit_tree(self, plan: EditPlan, message: str) -> tuple[str, str]:
-        """A commit of HEAD plus the plan, and the HEAD it is made on; nothing else moves."""
-        with tempfile.TemporaryDirectory(prefix="labls-commit-") as tmp:
-            folder = Path(tmp)
-            head = git(self.workspace, "rev-parse", "HEAD")
-            tree = self._tree(plan, {"GIT_INDEX_FILE": str(folder / "index")}, folder)
-            (folder / "message").write_text(message.replace("\0", "\\0"), encoding="utf-8")
-            commit = git(self.workspace, *LABLS_AUTHOR, "commit-tree", tree, "-p", head,
-                         "-F", str(folder / "message"))
-        return commit, head
-
-    def _commit(self, plan: EditPlan, hypothesis: str, run: RunRecord,
-                comparison: Comparison | None) -> str:
-        assert comparison is not None and comparison.current is not None
-        body = (f"{comparison.metric}: {comparison.current:.6g} (baseline "
-                f"{comparison.baseline:.6g}, delta {comparison.delta:+.6g})\nrun: {run.run_id}\n")
-        commit, head = self._commit_tree(plan, _message("labls", hypothesis, body))
-        git(self.workspace, "update-ref", "-m", f"labls keep {run.run_id}", "HEAD", commit, head)
-        git(self.workspace, "reset", "-q", "--", *plan.new)  # the index follows HEAD
-        return commit
-
-    def _set_aside(self, plan: EditPlan, hypothesis: str, run: RunRecord) -> str:
-        """Commit the edited tree off-branch; HEAD does not move."""
-        ref = f"refs/labls/discarded/{run.run_id}"
-        commit, _ = self._commit_tree(plan, _message("labls discarded", hypothesis,
-                                                     f"run: {run.run_id} ({run.state})\n"))
-        git(self.workspace, "update-ref", ref, commit)
-        return ref
-
     # --- ledger ---------------------------------------------------------------------------
     def _record(self, result: StepResult, hypothesis: str, plan: EditPlan | None,
                 judge: str, spread: float | None = None) -> StepResult:
@@ -420,12 +310,10 @@ class Experiment:
             "reason": reason, "repeats": repeats, "created_at": time.time()})
 
 
-def _message(prefix: str, hypothesis: str, body: str) -> str:
-    """A commit message: a subject of one short line; the whole hypothesis in the body when it
-    is longer than that."""
-    first = " ".join(hypothesis.split())[:200] or "(no hypothesis)"
-    whole = "" if first == hypothesis else f"{hypothesis}\n\n"
-    return f"{prefix}: {first}\n\n{whole}{body}"
+def _metric_lines(comparison: Comparison | None, run: RunRecord) -> str:
+    assert comparison is not None and comparison.current is not None
+    return (f"{comparison.metric}: {comparison.current:.6g} (baseline {comparison.baseline:.6g}, "
+            f"delta {comparison.delta:+.6g})\nrun: {run.run_id}\n")
 
 
 def results_tsv(ledger: list[dict[str, Any]]) -> str:

@@ -1,18 +1,47 @@
-"""A step's journal: what it wrote, kept on disk while the step runs, so that a step cut short
-(the server killed mid-run) is undone by the next step, with a ledger row saying so."""
+"""A step's files in the state dir: its lock (one step at a time per workspace, across
+processes) and its journal (what it wrote, kept on disk while the step runs, so that a step cut
+short, the server killed mid-run, is undone by the next step with a ledger row saying so)."""
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
 import json
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .edits import EditError, EditPlan, confine, restore_files, unified
+from .editplan import EditError, EditPlan, confine, restore_files, unified
 from .protect import Guard
+
+
+class StepLock:
+    """One step at a time per workspace, across threads and processes (an flock)."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / "step.lock"
+
+    @contextlib.contextmanager
+    def held(self, wait: bool = True) -> Iterator[bool]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)  # (closing releases the lock)
+
+    def busy(self) -> bool:
+        with self.held(wait=False) as got:
+            return not got
 
 
 class Journal:

@@ -26,8 +26,10 @@ from typing import Any
 from labls.prompts import render
 from labls.sandbox import gitsafe
 
-from .edits import confine, parse_blocks, replace_chunk
-from .experiment import Experiment, StepRefused, StepResult, git, results_tsv
+from .commits import StepRefused, git
+from .editplan import confine
+from .edits import parse_blocks, replace_chunk
+from .experiment import Experiment, StepResult, results_tsv
 from .prompting import base_context, repair_context
 from .protect import Guard
 

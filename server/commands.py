@@ -127,8 +127,10 @@ def register(server: LabServer) -> None:
 
     @server.command("labls.edit.apply")
     async def edit_apply(ls: LabServer, *args: Any) -> dict[str, Any]:
-        from labls.lab.edits import EditError, plan_edit
-        from labls.lab.experiment import StepLock, guard_for
+        from labls.lab.editplan import EditError
+        from labls.lab.edits import plan_edit
+        from labls.lab.experiment import guard_for
+        from labls.lab.journal import StepLock
 
         from . import edits
 
@@ -146,7 +148,8 @@ def register(server: LabServer) -> None:
 
     @server.command("labls.experiment.step")
     async def experiment_step(ls: LabServer, *args: Any) -> dict[str, Any]:
-        from labls.lab.experiment import StepRefused, StepResult
+        from labls.lab.commits import StepRefused
+        from labls.lab.experiment import StepResult
         from labls.sandbox.engine import RunInputError
 
         prm = p.structure(args, p.ExperimentStepParams, "labls.experiment.step")
@@ -198,7 +201,7 @@ def _check_loop_args(ls: LabServer, prm: Any) -> None:
     """What an agent may not choose: the model (where the code and prompts are sent) and a
     prepare script (the one run that may write the dataset cache) are the user's config's;
     the program and the script must be workspace text files."""
-    from labls.lab.edits import EditError, confine
+    from labls.lab.editplan import EditError, confine
 
     cfg, command = ls.config, "labls.loop.start"
     if prm.model is not None and prm.model != cfg.loop.model:

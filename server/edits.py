@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from lsprotocol import types
 
-from labls.lab.edits import EditPlan, write_atomically
+from labls.lab.editplan import EditPlan, write_atomically
 
 from .diagnostics import utf16_len
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from labls.lab.experiment import Experiment, StepRefused, results_tsv
+from labls.lab.commits import StepRefused
+from labls.lab.experiment import Experiment, results_tsv
 from labls.sandbox.config import Config, merge
 from labls.sandbox.engine import Engine
 

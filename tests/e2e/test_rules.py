@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 
-from labls.lab.edits import plan_edit, restore_files, unified, write_atomically
-from labls.lab.experiment import Experiment, StepLock
-from labls.lab.journal import Journal
+from labls.lab.editplan import restore_files, unified, write_atomically
+from labls.lab.edits import plan_edit
+from labls.lab.experiment import Experiment
+from labls.lab.journal import Journal, StepLock
 from labls.lab.loop import AutoLoop, LoopSpec, LoopState
 from labls.lab.prompting import repair_context
 from labls.sandbox.config import Config, merge

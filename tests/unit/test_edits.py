@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from labls.lab.edits import EditError, apply_text_edits, plan_edit, write_atomically
+from labls.lab.editplan import EditError, write_atomically
+from labls.lab.edits import apply_text_edits, plan_edit
 
 SR = "{path}\n```python\n<<<<<<< SEARCH\n{search}=======\n{replace}>>>>>>> REPLACE\n```\n"
 

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from labls.lab.edits import EditPlan, plan_edit, restore, unified, write_atomically
+from labls.lab.editplan import EditPlan, restore, unified, write_atomically
+from labls.lab.edits import plan_edit
 from labls.lab.protect import Guard
 
 FORMATS = ("searchReplace", "whole", "udiff", "workspaceEdit")
