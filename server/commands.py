@@ -155,7 +155,8 @@ def register(server: LabServer) -> None:
         prm = p.structure(args, p.ExperimentStepParams, "labls.experiment.step")
         if "format" not in prm.edit:
             raise p.invalid("labls.experiment.step", "edit.format", "is required")
-        script = prm.script or ls.config.loop.script
+        _judged_script(ls, prm.script, "labls.experiment.step")
+        script = ls.config.loop.script
         try:
             result = await ls.require_runs().step(prm.hypothesis, prm.edit, script,
                                                   prm.timeout_sec, prm.args)
@@ -200,7 +201,7 @@ def register(server: LabServer) -> None:
 def _check_loop_args(ls: LabServer, prm: Any) -> None:
     """What an agent may not choose: the model (where the code and prompts are sent) and a
     prepare script (the one run that may write the dataset cache) are the user's config's;
-    the program and the script must be workspace text files."""
+    the script is the configured one and the program a workspace file."""
     from labls.lab.editplan import EditError, confine
 
     cfg, command = ls.config, "labls.loop.start"
@@ -210,12 +211,21 @@ def _check_loop_args(ls: LabServer, prm: Any) -> None:
     if prm.prepare is not None and prm.prepare != cfg.loop.prepare:
         raise p.invalid(command, "prepare", "only the user's config (loop.prepare) names a "
                         "prepare script: it is the one run that may write the dataset cache")
-    for name, value in (("program", prm.program), ("script", prm.script)):
-        if value is not None:
-            try:
-                confine(ls.root, value)
-            except EditError as exc:
-                raise p.invalid(command, name, str(exc)) from None
+    _judged_script(ls, prm.script, command)
+    if prm.program is not None:
+        try:
+            confine(ls.root, prm.program)
+        except EditError as exc:
+            raise p.invalid(command, "program", str(exc)) from None
+
+
+def _judged_script(ls: LabServer, script: str | None, command: str) -> None:
+    """What a step runs is what it is judged by: the user's `loop.script`, never a script the
+    agent picks (one that prints whatever it likes would get any edit kept)."""
+    if script is not None and script != ls.config.loop.script:
+        raise p.invalid(command, "script", f"{script!r} is not the configured loop.script "
+                        f"{ls.config.loop.script!r}; only the user's config chooses what a step "
+                        "is judged by")
 
 
 async def _loop(ls: LabServer, args: tuple[Any, ...], command: str, action: Any) -> Any:
