@@ -76,7 +76,7 @@ class EditPlan:
         it is protected."""
         real = confine(self.workspace, rel)
         assert self.guard is not None
-        why = self.guard.why(rel) or self.guard.why(real)
+        why = self.guard.why(rel)  # (both as named and by its real path)
         if why:
             raise Refused(Failure(rel, "", f"protected: {rel} is {why}; labls edits never "
                                            "touch it"))

@@ -116,7 +116,7 @@ def _trust(args: argparse.Namespace) -> int:
         trust.record(source, None)
         sys.stdout.write(f"{source}: no longer trusted; it may only tighten\n")
         return 0
-    loosening = [key for key, value in config.flatten(table).items()
+    loosening = [key for key in config.flatten(table)
                  if key in trust.RULES]
     trust.record(source, table)
     sys.stdout.write(f"{source}: trusted as it reads now (recorded in {trust.store_path()})\n")
