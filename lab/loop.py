@@ -199,9 +199,7 @@ class AutoLoop:
         script = self.spec.script
         code = git(self.exp.workspace, "show", f"{crashed.discarded_ref}:{script}")
         context = base_context(self.cfg)
-        context.update(repair_context(crashed.run, self.exp.workspace,
-                                      self.exp.engine.state_dir / "runs" / crashed.run.run_id /
-                                      "work"))
+        context.update(repair_context(crashed.run, self.exp.workspace, crashed.discarded_ref))
         reply = self.propose(render("repair", context), {script: code})
         for path, search, replace in parse_blocks(reply):
             if path.strip() not in ("", script):

@@ -31,20 +31,20 @@ def base_context(cfg: Config) -> dict[str, Any]:
     }
 
 
-def repair_context(record: RunRecord, workspace: Path, work_dir: Path | None = None,
+def repair_context(record: RunRecord, workspace: Path, at_ref: str | None = None,
                    context_lines: int = 6) -> dict[str, Any]:
     """What the `repair` template needs, taken from a finished run's record. The source quoted
-    is a file git tracks in `workspace` (read from `work_dir`, the run's copy, when given): a
-    traceback the run printed may name any path, and an ignored `.env` or a file outside the
-    workspace must never reach the model."""
+    is a file git tracks in `workspace`, as it is there or, with `at_ref`, as that commit has
+    it (a step's tried code, set aside): a traceback the run printed may name any path, and an
+    ignored `.env` or a file outside the workspace must never reach the model."""
     error = record.error or {"kind": "noMetrics", "message": "the run reported no metrics",
                              "file": None, "line": None}
     source = ""
-    if error.get("file") and error.get("line") and _tracked(workspace, str(error["file"])):
-        folder = (work_dir or workspace).resolve()
-        path = (folder / error["file"]).resolve()
-        if path.is_relative_to(folder) and path.is_file():
-            lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    rel = str(error.get("file") or "")
+    if rel and error.get("line") and _tracked(workspace, rel):
+        text = _text(workspace, rel, at_ref)
+        if text is not None:
+            lines = text.splitlines()
             line = int(error["line"])
             lo, hi = max(1, line - context_lines), min(len(lines), line + context_lines)
             source = "\n".join(
@@ -52,6 +52,16 @@ def repair_context(record: RunRecord, workspace: Path, work_dir: Path | None = N
             )
     return {"run_id": record.run_id, "script": record.script, "state": record.state,
             "error": error, "source": source, "log_tail": record.log_tail}
+
+
+def _text(workspace: Path, rel: str, at_ref: str | None) -> str | None:
+    if at_ref is not None:
+        done = gitsafe.run(workspace, "show", f"{at_ref}:{rel}")
+        return done.stdout if done.returncode == 0 else None
+    path = (workspace / rel).resolve()
+    if not path.is_relative_to(workspace.resolve()) or not path.is_file():
+        return None
+    return path.read_text(encoding="utf-8", errors="replace")
 
 
 def _tracked(workspace: Path, rel: str) -> bool:

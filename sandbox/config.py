@@ -44,6 +44,7 @@ class RunConfig:
     max_processes: int = 1024
     disk_mb: int = 4096  # what the run's folders may grow by; 0: no cap
     env: list[str] = field(default_factory=list)
+    hide: list[str] = field(default_factory=list)  # globs a run must not see, beside secrets
 
 
 @dataclass
@@ -216,6 +217,7 @@ VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "run.max_processes": _non_negative_int,
     "run.disk_mb": _non_negative_int,
     "run.env": _env_names,
+    "run.hide": _globs,
     "metric.name": _non_empty_str,
     "metric.goal": _choice("minimize", "maximize"),
     "metric.min_delta": _non_negative_number,

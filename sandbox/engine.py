@@ -27,6 +27,7 @@ from .harness import HARNESS_DIR
 from .observe import RESOLVER, DatasetView, ObserverUnavailable, SandboxGate, sweep_stale_views
 from .records import RunRecord, finite, make_error
 from .workdir import hand_over, populate
+from .workview import WorkView
 
 TYPE_CHECKING = False  # as typing's, without importing typing on `labls run`'s way (~3 ms)
 if TYPE_CHECKING:  # the rest: loaded by a run's thread once its process has its script
@@ -261,6 +262,8 @@ class _Run:
         self.view: DatasetView | None = None  # observers outside the run (root engines only)
         self.gate: SandboxGate | None = None
         self.net_counter: NetworkCounter | None = None
+        self.work_view: WorkView | None = None
+        self.copied: dict[str, tuple[int, int]] = {}  # the copy fallback's files, as copied
         self.observer_note = ""
         self.reads: DatasetReads | None = None
         self.net_attempts: int | None = None
@@ -310,7 +313,7 @@ class _Run:
                 self.watchdog.stand_down()
             if self.cgroup:
                 self.cgroup.remove()
-            for observer in (self.view, self.gate, self.net_counter):
+            for observer in (self.view, self.gate, self.net_counter, self.work_view):
                 if observer is not None:
                     observer.close()
             if slot is not None:
@@ -322,15 +325,17 @@ class _Run:
     def _launch(self, slot: Slot) -> OutputPump:
         for folder in (self.probe_dir, self.home_dir):
             folder.mkdir(parents=True, exist_ok=True)
-        populate(self.engine.workspace, self.engine.state_dir, self.work_dir)
         asked = self.cfg.run.isolation
         self.record.isolation = "bwrap" if asked == "auto" else asked  # kept if refused
         kind = isolation.choose(asked, self.cfg.run.network)
         spec = self._sandbox_spec(kind, slot)
+        work_folder = self._work_folder(spec)
         self._observe(spec)
         self.record.sandbox = _describe(spec)
+        self.record.sandbox["workFolder"] = work_folder
         if spec.run_uid is not None:  # the run's own folders belong to the run's own uid
-            for folder in (self.work_dir, self.probe_dir, self.home_dir):
+            for folder in (self.probe_dir, self.home_dir, *(
+                    () if self.work_view else (self.work_dir,))):
                 hand_over(folder, spec.run_uid)
         argv = isolation.command(spec)
         open(self.record.log_path, "ab").close()  # the follower opens it from the start
@@ -350,7 +355,7 @@ class _Run:
                 standby.proc.pid, limits.address_space_mb(bool(slot.gpus), asked_mb),
                 self.cfg.run.max_processes, min(FILE_SIZE_LIMIT_MB, disk or FILE_SIZE_LIMIT_MB),
                 nproc=self.cgroup is None)
-            self.disk_base = _disk_use([self.work_dir, self.probe_dir, self.home_dir])
+            self.disk_base = _disk_use(self._written_dirs())
             self.record.sandbox.update(memoryMb=self.memory_mb, memoryCgroup=caged,
                                        diskMb=disk, maxProcesses=self.cfg.run.max_processes)
             script = self.run_dir / "launch.sh"
@@ -367,7 +372,7 @@ class _Run:
         if not standby.launch(script):
             raise RuntimeError("the run's standby process died before the launch")
         self.watchdog.watch(  # its own session: the process group is its pid
-            self.proc.pid, self.view.mountpoint if self.view is not None else None)
+            self.proc.pid, self.run_dir if self.view or self.work_view else None)
         if self.gate is not None:  # the sandbox waits until its namespace is pinned
             pidfd = os.pidfd_open(self.proc.pid)
             try:
@@ -406,6 +411,39 @@ class _Run:
                 self.observer_note = f"the dataset reads could not be watched: {exc}"
         self.gate = SandboxGate(self.run_dir)
         spec.gate = self.gate.fds
+
+    def _work_folder(self, spec: isolation.SandboxSpec) -> str:
+        """The run's work folder: a copy-on-write view of the workspace where a root engine
+        can mount one (`workview.py`), else a copy of the workspace's files. Says which."""
+        hide = self.cfg.run.hide
+        if spec.kind == "bwrap" and spec.run_uid is not None:
+            try:
+                self.work_view = WorkView(self.engine.workspace, self.engine.state_dir,
+                                          self.run_dir, spec.run_uid, hide)
+                return "overlay"
+            except ObserverUnavailable as exc:
+                note = f"copy (no copy-on-write view: {exc})"
+        else:
+            note = (f"copy (the {spec.kind} isolation)" if spec.kind != "bwrap" else
+                    "copy (a copy-on-write view needs a root engine)")
+        self.copied = populate(self.engine.workspace, self.engine.state_dir, self.work_dir, hide)
+        return note
+
+    def _written_dirs(self) -> list[Path]:
+        """Where the run's writes land (what its disk cap counts)."""
+        work = self.work_view.upper if self.work_view else self.work_dir
+        return [work, self.probe_dir, self.home_dir]
+
+    def wrote(self, rel: str) -> bool:
+        """The run itself wrote `rel` in its work folder: in its own layer of the view, or in
+        a copy, new or changed since it was copied in."""
+        if self.work_view is not None:
+            return self.work_view.wrote(rel)
+        try:
+            st = os.lstat(self.work_dir / rel)
+        except OSError:
+            return False
+        return self.copied.get(rel) != (st.st_mtime_ns, st.st_size)
 
     def _sandbox_spec(self, kind: str, slot: Slot) -> isolation.SandboxSpec:
         python = self.engine.python()
@@ -493,7 +531,7 @@ class _Run:
         quota = self.cfg.run.disk_mb
         if not quota:
             return False
-        grown = _disk_use([self.work_dir, self.probe_dir, self.home_dir]) - self.disk_base
+        grown = _disk_use(self._written_dirs()) - self.disk_base
         return grown > quota * 1024 * 1024
 
     def _terminate(self, reason: str) -> None:

@@ -7,7 +7,6 @@ been handed its script: they load while the run's interpreter starts, not before
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 from pathlib import Path
@@ -88,9 +87,8 @@ def _metric_sources(run: _Run, pump: OutputPump) -> dict[str, metrics.MetricSet]
     if harness:
         found["harness"] = metrics.parse_harness_lines(untrusted.lines(harness))
     for rel in ("results.json", "results/results.json"):
-        with contextlib.suppress(OSError):  # written by this run, not copied in with the work
-            if os.lstat(run.work_dir / rel).st_mtime < run.launched_at - 0.01:
-                continue
+        if not run.wrote(rel):  # only what this run wrote, not the workspace's own file
+            continue
         data = _untrusted(run, run.work_dir, rel)
         if not data:
             continue

@@ -44,14 +44,15 @@ def standby_cgroup() -> RunCgroup | None:
 _STANDBY = ('[ "$PPID" = "$1" ] || exit 125; for f in $2; do echo $$ > "$f" || exit 125; done; '
             'read -r launch || exit 125; exec 0</dev/null; . "$launch"; exit 125')
 
-# stdin: the run's process group (and the dataset view to unmount, if any), then `done` when
+# stdin: the run's process group (and its run folder, whose dataset and work views to unmount,
+# if any), then `done` when
 # the engine has finished with it (`done` alone for a standby that never ran). $1: the cgroups'
 # procs files or "". (dash's kill takes no `--`.)
 _WATCHDOG = (
     'read pgid view || exit 0; [ "$pgid" != done ] || exit 0; read line && exit 0; '
     'kill -KILL "-$pgid" 2>/dev/null; '
     '[ -z "$1" ] || kill -KILL $(cat $1) 2>/dev/null; '
-    '[ -z "$view" ] || umount -l "$view" 2>/dev/null; exit 0'
+    '[ -z "$view" ] || umount -l "$view/datasets" "$view/work" 2>/dev/null; exit 0'
 )
 
 
@@ -96,7 +97,8 @@ class Watchdog:
             os.close(read_end)
 
     def watch(self, pgid: int, view: Path | None = None) -> None:
-        """Guard process group `pgid` (and unmount `view` if the engine dies)."""
+        """Guard process group `pgid` (and unmount the views in run folder `view` if the
+        engine dies)."""
         line = f"{pgid} {view}\n" if view is not None else f"{pgid}\n"
         if "\n" in line[:-1]:
             raise ValueError(f"a newline in the dataset view's path: {view!r}")

@@ -122,8 +122,7 @@ class DatasetView:
             raise
         device = os.stat(self.mountpoint).st_dev
         self._dev = f"{os.major(device):02x}:{os.minor(device):02x}"
-        with _views_lock:
-            _views.add(str(self.mountpoint))
+        track_view(str(self.mountpoint), True)
         self._thread = threading.Thread(target=self._follow, name="labls-datasets", daemon=True)
         self._thread.start()
 
@@ -258,8 +257,7 @@ class DatasetView:
             os.close(self._fd)
             self._fd = -1
         _libc.umount2(bytes(self.mountpoint), _MNT_DETACH)
-        with _views_lock:
-            _views.discard(str(self.mountpoint))
+        track_view(str(self.mountpoint), False)
         for folder in (self.mountpoint, self._empty):
             with contextlib.suppress(OSError):
                 folder.rmdir()
@@ -269,15 +267,15 @@ class DatasetView:
 
 
 def sweep_stale_views(state_dir: Path) -> int:
-    """Unmount the dataset views of this state dir's runs that no live engine owns (their
-    engine was killed before its watchdog could unmount them); returns how many."""
+    """Unmount the dataset and work views of this state dir's runs that no live engine owns
+    (their engine was killed before its watchdog could unmount them); returns how many."""
     prefix = f"{state_dir}/runs/"
     stale = []
     with contextlib.suppress(OSError), open("/proc/self/mountinfo") as f:
         for line in f:
             fields = line.split(" ")
             point = fields[4] if len(fields) > 4 else ""
-            if point.startswith(prefix) and point.endswith("/datasets"):
+            if point.startswith(prefix) and point.endswith(("/datasets", "/work")):
                 stale.append(point)
     owned = _live_views()
     for point in stale:
@@ -288,6 +286,12 @@ def sweep_stale_views(state_dir: Path) -> int:
 
 _views_lock = threading.Lock()
 _views: set[str] = set()
+
+
+def track_view(mountpoint: str, mounted: bool) -> None:
+    """Note a view this process mounted (or unmounted), so a sweep leaves it alone."""
+    with _views_lock:
+        (_views.add if mounted else _views.discard)(mountpoint)
 
 
 def _live_views() -> set[str]:

@@ -70,6 +70,7 @@ RULES: dict[str, Callable[[Any, Any], bool]] = {
     "loop.prepare": lambda b, a: a == b,
     "loop.baseline_repeats": lambda b, a: a >= b,
     "edit.protect": lambda b, a: set(a) >= set(b),
+    "run.hide": lambda b, a: set(a) >= set(b),
 }
 # Every other setting (`run.timeout_sec` within the ceiling, `datasets`, `loop.script`, ...)
 # neither loosens the sandbox nor changes the judgement: a workspace file sets it freely.

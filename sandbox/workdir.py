@@ -1,9 +1,10 @@
-"""A fresh working folder per run: a copy of the workspace's files, never shared between runs.
+"""The fallback work folder (no copy-on-write view, `workview.py`): a copy of the workspace's
+files, never shared between runs.
 
 In a git repository the copied files are those git knows or would track (`git ls-files
 --cached --others --exclude-standard`, as they are in the working tree, so uncommitted edits
-run); elsewhere every file but the state dir, `.git`, `.venv` and caches. Modification times are
-kept, so a `results.json` copied from the workspace is recognisably older than the run.
+run); elsewhere every file but the state dir, `.git`, `.venv` and caches. A copied file counts as
+the run's output only if the run changed it (its mtime or size differ from the copy's).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import shutil
 from pathlib import Path
 
 from . import gitsafe
+from .workview import is_secret
 
 SKIP_DIRS = {".git", ".venv", "venv", "__pycache__", "node_modules", ".mypy_cache",
              ".pytest_cache", ".ruff_cache"}
@@ -41,22 +43,28 @@ def _inside(path: Path, folder: Path) -> bool:
         return False
 
 
-def populate(workspace: Path, state_dir: Path, work_dir: Path) -> int:
-    """Copy the workspace's files into the (new, empty) `work_dir`; returns how many."""
+def populate(workspace: Path, state_dir: Path, work_dir: Path,
+             hide: list[str] | None = None) -> dict[str, tuple[int, int]]:
+    """Copy the workspace's files into the (new, empty) `work_dir`, but the secret files and
+    `run.hide` patterns (as the copy-on-write view hides them). Returns each copy's (mtime,
+    size) as made, so that what the run wrote is told apart from what was copied in."""
     if work_dir.exists():
         shutil.rmtree(work_dir)
     work_dir.mkdir(parents=True)
     root = workspace.resolve()
-    count = 0
+    copied: dict[str, tuple[int, int]] = {}
     for rel in workspace_files(workspace, state_dir):
+        if is_secret(rel, hide or []):
+            continue
         src = workspace / rel
         if not src.is_file() or not _inside(src, root):  # deleted, or a link out of the tree
             continue
         dst = work_dir / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src, dst)
-        count += 1
-    return count
+        st = os.lstat(dst)
+        copied[rel] = (st.st_mtime_ns, st.st_size)
+    return copied
 
 
 def hand_over(folder: Path, uid: int) -> None:
