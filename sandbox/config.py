@@ -45,6 +45,7 @@ class RunConfig:
     disk_mb: int = 4096  # what the run's folders may grow by; 0: no cap
     env: list[str] = field(default_factory=list)
     hide: list[str] = field(default_factory=list)  # globs a run must not see, beside secrets
+    keep: int = 50  # run folders kept whole (newest first, plus kept experiments'); 0: all
 
 
 @dataclass
@@ -218,6 +219,7 @@ VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "run.disk_mb": _non_negative_int,
     "run.env": _env_names,
     "run.hide": _globs,
+    "run.keep": _non_negative_int,
     "metric.name": _non_empty_str,
     "metric.goal": _choice("minimize", "maximize"),
     "metric.min_delta": _non_negative_number,

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import isolation, lifeline, limits, proctree, syscall_filter
+from . import gc, isolation, lifeline, limits, proctree, syscall_filter
 from .config import Config
 from .gpus import GpuSampler, GpuSlots, Slot, detect_gpus, gpu_device_nodes
 from .harness import HARNESS_DIR
@@ -89,6 +89,8 @@ class Engine:
         self._active: dict[str, _Run] = {}
         self._unsaved: dict[str, RunRecord] = {}  # finished runs the registry refused
         self._lock = threading.Lock()
+        self._pruning = self._prune_again = False
+        self._pruner: threading.Thread | None = None
 
     # --- public API ---------------------------------------------------------------------------
     def start(self, request: RunRequest) -> RunRecord:
@@ -168,8 +170,43 @@ class Engine:
         for run in runs:
             run.done.wait(max(0.0, deadline - time.monotonic()))
 
+    def prune_soon(self) -> None:
+        """Prune in a thread of its own, off every run's way to its result; one at a time,
+        and once more if asked meanwhile."""
+        if self.config.run.keep <= 0:
+            return
+        with self._lock:
+            if self._pruning:
+                self._prune_again = True
+                return
+            self._pruning = True
+        pruner = threading.Thread(target=self._prune_loop, name="labls-prune", daemon=True)
+        pruner.start()
+        self._pruner = pruner
+
+    def _prune_loop(self) -> None:
+        while True:
+            with contextlib.suppress(Exception):  # a full disk, a registry gone: next time
+                self.prune()
+            with self._lock:
+                if not self._prune_again:
+                    self._pruning = False
+                    return
+                self._prune_again = False
+
+    def prune(self) -> None:
+        """Free the folders of runs beyond `run.keep` (`gc.py`); records and logs stay."""
+        keep = self.config.run.keep
+        if keep <= 0:
+            return
+        protected = self.registry.unfinished_or_kept() | set(self.active_ids())
+        gc.collect(gc.plan(self.state_dir, keep, protected, self.registry.run_ids(),
+                           measure=False))
+
     def close(self) -> None:
         self.stop_all()
+        if self._pruner is not None:
+            self._pruner.join(timeout=60)
         self.launcher.close()
         with self._registry_lock:
             if self._registry is not None:
@@ -597,6 +634,7 @@ class _Run:
         finally:
             self.engine._finished(self)
             self.done.set()
+        self.engine.prune_soon()
 
     def _save(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)

@@ -221,6 +221,20 @@ class Registry:
                     break
             return rows
 
+    def run_ids(self) -> list[str]:
+        """Every run's id, newest first."""
+        with self._lock:
+            return [r[0] for r in self._db.execute("SELECT run_id FROM runs ORDER BY seq DESC")]
+
+    def unfinished_or_kept(self) -> set[str]:
+        """Run ids whose folders must stay: runs queued or going (in any process), and the run
+        of every kept experiment."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT run_id FROM runs WHERE state IN ('running', 'queued') UNION "
+                "SELECT run_id FROM ledger WHERE status='keep'").fetchall()
+        return {r[0] for r in rows}
+
     def last_kept(self) -> tuple[RunRecord, float] | None:
         """The latest kept run (of any judgement) and the spread recorded with it."""
         with self._lock:

@@ -56,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     loop.add_argument("--prepare", help="a script run once before the first iteration")
     loop.add_argument("--prepare-timeout", type=float, default=600.0)
 
+    gc = sub.add_parser("gc", help="free the folders of old runs (dry run unless --yes)")
+    gc.add_argument("--keep", type=int, help="run folders to keep whole (default: run.keep)")
+    gc.add_argument("--logs", action="store_true", help="free their logs and results too")
+    gc.add_argument("--yes", action="store_true", help="free them (else only show)")
+
     trust = sub.add_parser("trust", help="let this workspace's labls.toml (or [tool.labls]) "
                            "loosen the sandbox or change the judgement, as it reads now")
     trust.add_argument("--revoke", action="store_true", help="stop trusting it")
@@ -93,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from . import cli_runs
 
         return cli_runs.run(args, launcher)
-    if args.verb in ("runs", "show", "history", "loop"):
+    if args.verb in ("runs", "show", "history", "loop", "gc"):
         from . import cli_runs
 
         return int(getattr(cli_runs, args.verb)(args))

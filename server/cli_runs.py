@@ -117,6 +117,26 @@ def show(args: Any) -> int:
     return 0
 
 
+def gc(args: Any) -> int:
+    """What `labls gc` frees: shown with sizes, removed only with --yes."""
+    from labls.sandbox import gc as collector
+
+    cfg, registry = _registry()
+    keep = cfg.run.keep if args.keep is None else args.keep
+    items = collector.plan(cfg.state_path(Path.cwd()), keep, registry.unfinished_or_kept(),
+                           registry.run_ids(), logs=args.logs)
+    total = sum(i.size for i in items)
+    for item in items:
+        sys.stdout.write(f"{item.run_id:<23} {item.size / 1e6:>10.1f} MB  "
+                         f"{', '.join(sorted(p.name for p in item.paths))}\n")
+    verb = "freed" if args.yes else "would free (run with --yes to free it)"
+    sys.stdout.write(f"{len(items)} run folder(s), {total / 1e6:.1f} MB {verb}; the newest "
+                     f"{keep} and every kept experiment's run stay whole\n")
+    if args.yes:
+        collector.collect(items)
+    return 0
+
+
 def history(args: Any) -> int:
     from labls.lab.experiment import results_tsv
 
