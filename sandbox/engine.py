@@ -109,6 +109,7 @@ class Engine:
         record.log_path = str(run_dir / "log.txt")
         record.results_path = str(run_dir / "results.json")
         run = _Run(self, record, request, run_dir)  # it saves the record: queued or running
+        run.ticket = self.slots.enqueue()  # its place in the queue: the order of submission
         with self._lock:
             self._active[run_id] = run
         run.thread.start()
@@ -300,6 +301,7 @@ class _Run:
         self.gate: SandboxGate | None = None
         self.net_counter: NetworkCounter | None = None
         self.work_view: WorkView | None = None
+        self.ticket = 0  # set by the engine before the thread starts
         self.copied: dict[str, tuple[int, int]] = {}  # the copy fallback's files, as copied
         self.observer_note = ""
         self.reads: DatasetReads | None = None
@@ -310,6 +312,7 @@ class _Run:
 
     def request_cancel(self) -> None:
         self.cancel_requested.set()
+        self.engine.slots.wake()
         with contextlib.suppress(OSError):
             os.write(self._wake_w, b"x")
 
@@ -318,10 +321,9 @@ class _Run:
         slot: Slot | None = None
         pump: OutputPump | None = None
         try:
-            slot = self.engine.slots.try_acquire(self.request.gpus)
-            if slot is None:
-                self.engine.registry.save(self.record)  # queued
-                slot = self.engine.slots.acquire(self.request.gpus, self.cancel_requested)
+            slot = self.engine.slots.acquire(  # in submission order; saved `queued` if it waits
+                self.request.gpus, self.cancel_requested, self.ticket,
+                lambda: self.engine.registry.save(self.record))
             self.record.gpus = slot.gpus
             self.record.device = "cuda" if slot.gpus else "cpu"
             pump = self._launch(slot)

@@ -7,9 +7,11 @@ for more GPUs than are free waits (state `queued`) until a running one ends.
 from __future__ import annotations
 
 import glob
+import itertools
 import os
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 TYPE_CHECKING = False  # as typing's, without importing typing on `labls run`'s way (~3 ms)
@@ -42,7 +44,9 @@ class Slot:
 
 
 class GpuSlots:
-    """A blocking allocator of GPU indices and concurrent-run slots."""
+    """A blocking allocator of GPU indices and concurrent-run slots, first come first served:
+    a run takes a ticket when it is submitted (`enqueue`), and only the oldest waiting ticket
+    may take a slot; waiters are woken by releases and cancellations, never by polling."""
 
     def __init__(self, gpus: list[int], max_concurrent: int) -> None:
         self.gpus = list(gpus)
@@ -50,28 +54,49 @@ class GpuSlots:
         self._free = list(self.gpus)
         self._running = 0
         self._cond = threading.Condition()
+        self._tickets = itertools.count()
+        self._waiting: list[int] = []  # tickets in submission order
 
-    def acquire(self, want: int | list[int] | None, cancelled: threading.Event) -> Slot:
-        """Block until a slot (and `want` GPUs) is free; raise `InterruptedError` if cancelled."""
+    def enqueue(self) -> int:
         with self._cond:
-            while True:
-                if cancelled.is_set():
-                    raise InterruptedError("cancelled while queued")
-                slot = self.try_acquire(want)
-                if slot is not None:
-                    return slot
-                self._cond.wait(timeout=0.2)
+            ticket = next(self._tickets)
+            self._waiting.append(ticket)
+            return ticket
 
-    def try_acquire(self, want: int | list[int] | None) -> Slot | None:
-        """A slot if one (and `want` GPUs) is free now, else None."""
+    def acquire(self, want: int | list[int] | None, cancelled: threading.Event, ticket: int,
+                on_wait: Callable[[], None] | None = None) -> Slot:
+        """Block until `ticket` is the oldest waiting and a slot (and `want` GPUs) is free;
+        `on_wait` is called once if it has to wait; `InterruptedError` if cancelled."""
         with self._cond:
-            picked = self._pick(want)
-            if picked is None or self._running >= self.capacity:
-                return None
-            for g in picked:
-                self._free.remove(g)
-            self._running += 1
-            return Slot(picked)
+            try:
+                while True:
+                    if cancelled.is_set():
+                        raise InterruptedError("cancelled while queued")
+                    if self._waiting[0] == ticket:
+                        slot = self._take(want)
+                        if slot is not None:
+                            return slot
+                    if on_wait is not None:
+                        on_wait()
+                        on_wait = None
+                    self._cond.wait()
+            finally:
+                self._waiting.remove(ticket)
+                self._cond.notify_all()
+
+    def wake(self) -> None:
+        """Let waiters look again (a run was cancelled while queued)."""
+        with self._cond:
+            self._cond.notify_all()
+
+    def _take(self, want: int | list[int] | None) -> Slot | None:
+        picked = self._pick(want)
+        if picked is None or self._running >= self.capacity:
+            return None
+        for g in picked:
+            self._free.remove(g)
+        self._running += 1
+        return Slot(picked)
 
     def _pick(self, want: int | list[int] | None) -> list[int] | None:
         if isinstance(want, list):

@@ -531,3 +531,16 @@ def test_no_isolation_with_no_network_is_refused(lab) -> None:
     assert record.metrics == {}
     allowed = lab.run('print("val_bpb: 1")\n', isolation="none", network="host")
     assert allowed.state == "succeeded" and allowed.isolation == "none"
+
+
+def test_runs_start_in_submission_order(lab) -> None:
+    """20 runs on 2 slots leave the queue in submission order. Two runs that take the two slots
+    together may finish setting up in either order, so a run's place among the launches is
+    its place in submission, give or take that one swap (it was up to 16 places off)."""
+    engine = lab.configure(max_concurrent=2)
+    (lab.ws / "short.py").write_text("import time\ntime.sleep(0.05)\nprint('a: 1')\n")
+    ids = [engine.start(RunRequest("short.py")).run_id for _ in range(20)]
+    records = [engine.wait(run_id, 120) for run_id in ids]
+    assert all(r is not None and r.state == "succeeded" for r in records)
+    launched = sorted(range(20), key=lambda i: records[i].started_at)  # type: ignore[union-attr]
+    assert all(abs(place - i) <= 1 for place, i in enumerate(launched)), launched

@@ -123,13 +123,51 @@ def test_gpu_sampler_is_inert_without_gpus() -> None:
     import threading
 
     never = threading.Event()
-    a = slots.acquire(1, never)
-    b = slots.acquire([1], never)
+    a = slots.acquire(1, never, slots.enqueue())
+    b = slots.acquire([1], never, slots.enqueue())
     assert (a.gpus, b.gpus) == ([0], [1])
     slots.release(a)
-    assert slots.acquire(None, never).gpus == [0]
+    assert slots.acquire(None, never, slots.enqueue()).gpus == [0]
     with pytest.raises(ValueError, match="asked for 3"):
-        slots.acquire(3, never)
+        slots.acquire(3, never, slots.enqueue())
+
+
+def test_slots_are_first_come_first_served_and_woken_not_polled() -> None:
+    import threading
+
+    from labls.sandbox.gpus import GpuSlots
+
+    slots = GpuSlots([], 1)
+    never = threading.Event()
+    held = slots.acquire(None, never, slots.enqueue())
+    tickets = [slots.enqueue() for _ in range(8)]
+    order: list[int] = []
+    done = threading.Barrier(9)
+
+    def take(i: int) -> None:
+        slot = slots.acquire(None, never, tickets[i])
+        order.append(i)
+        slots.release(slot)
+        done.wait()
+
+    threads = [threading.Thread(target=take, args=(i,)) for i in reversed(range(8))]
+    for t in threads:  # started newest first: the tickets, not the threads, decide
+        t.start()
+    cancelled = threading.Event()
+    late = slots.enqueue()
+    def quit_waiting() -> None:
+        with pytest.raises(InterruptedError):
+            slots.acquire(None, cancelled, late)
+
+    quitter = threading.Thread(target=quit_waiting)
+    quitter.start()
+    cancelled.set()
+    slots.wake()  # a cancelled waiter leaves at once, without a timeout to elapse
+    quitter.join(5)
+    assert not quitter.is_alive()
+    slots.release(held)
+    done.wait(timeout=10)
+    assert order == list(range(8))
 
 
 def test_pytest_summary_and_coverage_total() -> None:
