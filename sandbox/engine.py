@@ -132,10 +132,11 @@ class Engine:
             return run_id in self._active
 
     def recent(self, limit: int = 50, state: str | None = None) -> list[RunRecord]:
-        """Most recent first: the registry's records, and the live ones of this engine's runs
-        (a run is first saved when it has to queue or once its process has started)."""
+        """Most recent first, as summaries (metrics bounded): the registry's, and the live ones
+        of this engine's runs (a run is first saved when it has to queue or once its process
+        has started)."""
         with self._lock:
-            live = [run.record for run in self._active.values()]
+            live = [run.record.summary(self.config.metric.name) for run in self._active.values()]
         chosen = {r.run_id: r for r in self.registry.recent(limit + len(live), state)}
         for record in live:
             chosen.pop(record.run_id, None)
@@ -646,7 +647,7 @@ class _Run:
         tmp = Path(self.record.results_path).with_suffix(".tmp")
         tmp.write_text(json.dumps(results, indent=1, default=str, allow_nan=False))
         os.replace(tmp, self.record.results_path)
-        self.engine.registry.save(self.record, self.series)
+        self.engine.registry.save(self.record, self.series, self.cfg.metric.name)
 
 
 def _keep_out_of_git(state_dir: Path) -> None:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields, replace
 
 from .config import camel_case
 
@@ -13,6 +14,7 @@ if TYPE_CHECKING:
 
 FINAL_STATES = frozenset({"succeeded", "failed", "timedOut", "cancelled", "interrupted"})
 STATES = frozenset({"queued", "running"}) | FINAL_STATES
+SUMMARY_METRICS = 50  # metrics a summary carries (the judged one, then the first ones printed)
 
 
 @dataclass
@@ -49,6 +51,7 @@ class RunRecord:
     error: dict[str, Any] | None = None
     traceback: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[dict[str, Any]] = field(default_factory=list)  # inputs labls refused
+    metrics_count: int | None = None  # set in a summary: how many metrics the run has
 
     @property
     def final(self) -> bool:
@@ -56,8 +59,21 @@ class RunRecord:
 
     def to_wire(self) -> dict[str, Any]:
         """camelCase and strict JSON: a NaN or infinity anywhere becomes null (the keys that
-        were not finite are listed in `structured.nonFinite`)."""
-        return {camel_case(k): finite(v) for k, v in asdict(self).items()}
+        were not finite are listed in `structured.nonFinite`). Field by field, no deep copy:
+        a map of finite numbers (the metrics, however many) is passed as it is."""
+        return {camel_case(f.name): finite(getattr(self, f.name)) for f in fields(self)}
+
+    def summary(self, judged: str | None = None, keep: int = SUMMARY_METRICS) -> RunRecord:
+        """The record with its metrics bounded (the judged one, then the first `keep` printed)
+        and `metrics_count` saying how many there are; the whole set is `run.get` away."""
+        if len(self.metrics) <= keep:
+            return replace(self, metrics_count=len(self.metrics))
+        names = [judged] if judged in self.metrics else []
+        names += [k for k in itertools.islice(self.metrics, keep) if k != judged][:keep]
+        structured = {k: v for k, v in self.structured.items() if k != "conditions"}
+        return replace(self, metrics={k: self.metrics[k] for k in names},
+                       metric_sources={k: self.metric_sources.get(k, "") for k in names},
+                       structured=structured, metrics_count=len(self.metrics))
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> RunRecord:
@@ -70,11 +86,17 @@ def make_error(kind: str, message: str, file: str | None = None,
     return {"kind": kind, "message": message, "file": file, "line": line}
 
 
+_PLAIN = frozenset({float, int, str, bool, type(None)})
+
+
 def finite(value: Any) -> Any:
     """`value` with every non-finite float replaced by None, so strict JSON can carry it."""
     if isinstance(value, float):
         return value if value - value == 0.0 else None
     if isinstance(value, dict):
+        if all(type(v) in _PLAIN and (type(v) is not float or v - v == 0.0)
+               for v in value.values()):
+            return value  # flat and finite (metrics, their sources): nothing to copy
         return {k: finite(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [finite(v) for v in value]

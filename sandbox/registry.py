@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .records import RunRecord
+from .records import SUMMARY_METRICS, RunRecord
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -59,6 +59,7 @@ CREATE TABLE IF NOT EXISTS provenance (
 """
 
 
+RUNS_ADDED = {"summary": "TEXT"}  # the record with its metrics bounded, for listings
 LEDGER_ADDED = {"judge": "TEXT NOT NULL DEFAULT ''", "reason": "TEXT NOT NULL DEFAULT ''",
                 "repeats": "INTEGER"}
 LEDGER_KEYS = ("run_id", "status", "commit_sha", "metric", "memory_gb", "description",
@@ -100,44 +101,52 @@ class Registry:
 
     def _migrate(self) -> None:
         """Columns added since a registry was created (the ledger's judgement, reason)."""
-        have = {row[1] for row in self._db.execute("PRAGMA table_info(ledger)")}
-        for column, kind in LEDGER_ADDED.items():
-            if column not in have:
-                self._db.execute(f"ALTER TABLE ledger ADD COLUMN {column} {kind}")
+        for table, added in (("ledger", LEDGER_ADDED), ("runs", RUNS_ADDED)):
+            have = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            for column, kind in added.items():
+                if column not in have:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
     def _mark_orphans(self) -> list[str]:
         """Runs left `running`/`queued` by a process that no longer exists."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT run_id, owner_pid, owner_start, record FROM runs "
+                "SELECT run_id, owner_pid, owner_start, record, summary FROM runs "
                 "WHERE state IN ('running', 'queued')"
             ).fetchall()
             lost = []
-            for run_id, pid, start, record in rows:
+            error = {"kind": "interrupted", "file": None, "line": None,
+                     "message": "the labls process running this run stopped"}
+            for run_id, pid, start, record, summary in rows:
                 if pid is not None and _process_start(pid) == start:
                     continue  # its owner is alive (another server or CLI)
-                data = json.loads(record)
-                data["state"] = "interrupted"
-                data["error"] = {"kind": "interrupted", "file": None, "line": None,
-                                 "message": "the labls process running this run stopped"}
-                self._db.execute("UPDATE runs SET state='interrupted', record=? WHERE run_id=?",
-                                 (json.dumps(data), run_id))
+                texts = []
+                for text in (record, summary):
+                    data = json.loads(text) if text else None
+                    if data is not None:
+                        data.update(state="interrupted", error=error)
+                    texts.append(json.dumps(data) if data is not None else None)
+                self._db.execute("UPDATE runs SET state='interrupted', record=?, summary=? "
+                                 "WHERE run_id=?", (*texts, run_id))
                 lost.append(run_id)
             return lost
 
     def save(self, record: RunRecord, series: dict[str, list[tuple[int | None, float]]] | None
-             = None) -> None:
+             = None, judged: str | None = None) -> None:
+        """The whole record, and its summary (metrics bounded, `judged` first) for listings."""
         data = json.dumps(record.to_wire())
+        summary = (data if len(record.metrics) <= SUMMARY_METRICS
+                   else json.dumps(record.summary(judged).to_wire()))
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 self._db.execute(
                     "INSERT INTO runs (run_id, state, script, label, owner_pid, owner_start, "
-                    "created_at, record) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                    "created_at, record, summary) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
                     "ON CONFLICT(run_id) DO UPDATE SET state=excluded.state, "
-                    "record=excluded.record",
+                    "record=excluded.record, summary=excluded.summary",
                     (record.run_id, record.state, record.script, record.label, *self._owner,
-                     record.created_at, data),
+                     record.created_at, data, summary),
                 )
                 if record.final:
                     self._save_results(record, series or {})
@@ -173,7 +182,8 @@ class Registry:
         return RunRecord.from_wire(json.loads(row[0])) if row else None
 
     def recent(self, limit: int = 50, state: str | None = None) -> list[RunRecord]:
-        query = "SELECT record FROM runs"
+        """The newest runs' summaries (a run's metrics bounded; `get` has them all)."""
+        query = "SELECT COALESCE(summary, record) FROM runs"
         args: list[Any] = []
         if state:
             query += " WHERE state=?"

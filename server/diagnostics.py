@@ -104,14 +104,16 @@ def build(record: RunRecord, comparison: Comparison | None, read_lines: Lines,
 
     if record.metrics:
         judged = comparison.metric if comparison else ""
-        shown = sorted(record.metrics.items(), key=lambda kv: (kv[0] != judged, kv[0]))[:6]
+        bounded = record.summary(judged)  # the judged metric, then the first ones printed
+        shown = list(bounded.metrics.items())[:6]
         summary = ", ".join(f"{k} = {v:.6g}" for k, v in shown)
         more = len(record.metrics) - len(shown)
         add(record.script, None, "metrics",
             f"run {record.run_id} {record.state} in {record.duration_sec or 0:.1f} s: {summary}"
             + (f" (+{more} more)" if more > 0 else "") + f" [from {record.metrics_source}]",
             types.DiagnosticSeverity.Information,
-            {"metrics": record.metrics, "metricsSource": record.metrics_source})
+            {"metrics": bounded.metrics, "metricsCount": len(record.metrics),
+             "metricsSource": record.metrics_source})
 
     if comparison and comparison.verdict in ("improvement", "regression"):
         pct = f" ({comparison.pct:+.2f} %)" if comparison.pct is not None else ""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from lsprotocol import types
@@ -160,7 +161,7 @@ class RunService(RunListener):
             self.loop.call_soon_threadsafe(self._report, record.run_id, message, pct)
 
     def on_finish(self, record: RunRecord) -> None:
-        snapshot = RunRecord.from_wire(record.to_wire())
+        snapshot = replace(record)  # final: nothing in it changes any more
         self._publishing.add(record.run_id)
         self.loop.call_soon_threadsafe(self._spawn, self._finished(snapshot))
 
@@ -202,7 +203,8 @@ class RunService(RunListener):
             self.ls.work_done_progress.end(self._tokens.pop(record.run_id),
                                            types.WorkDoneProgressEnd(message=message))
             self._begun.discard(record.run_id)
-        self.ls.protocol.notify("labls/runFinished", {"run": record.to_wire()})
+        self.ls.protocol.notify("labls/runFinished", {  # bounded; the whole record: run.get
+            "run": record.summary(self.ls.config.metric.name).to_wire()})
         self._publishing.discard(record.run_id)
         for future in self._waiters.pop(record.run_id, []):
             if not future.done():

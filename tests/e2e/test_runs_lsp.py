@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import textwrap
 import time
 from pathlib import Path
@@ -320,3 +321,24 @@ async def test_a_refused_run_file_is_a_warning_diagnostic(client, ws):
     d = diags(client, ws, "fifo.py")["hostile-input"]
     assert d.severity == types.DiagnosticSeverity.Warning
     assert "work/results.json" in d.message and "FIFO" in d.message
+
+
+async def test_a_run_with_many_metric_keys_is_listed_and_announced_bounded(client, ws):
+    write(ws, "wide.py", """
+        import sys
+        sys.stdout.write("".join(f"k{i}: {i}.5\\n" for i in range(20000)))
+        print("loss: 0.25")
+    """)
+    full = await command(client, "labls.run.start", {"script": "wide.py", "wait": True})
+    assert full["state"] == "succeeded" and len(full["metrics"]) == 20001  # wait: everything
+    announced = await client.finished.wait(full["runId"])
+    assert len(json.dumps(announced)) < 20_000, len(json.dumps(announced))
+    assert announced["metricsCount"] == 20001 and announced["metrics"]["loss"] == 0.25
+    assert len(announced["metrics"]) == 51 and "k0" in announced["metrics"]  # judged + first 50
+    listed = next(r for r in (await command(client, "labls.run.list", {"limit": 5}))["runs"]
+                  if r["runId"] == full["runId"])
+    assert listed["metricsCount"] == 20001 and len(listed["metrics"]) == 51
+    got = await command(client, "labls.run.get", {"runId": full["runId"]})
+    assert len(got["metrics"]) == 20001  # the whole set is one run.get away
+    metrics_diag = diags(client, ws, "wide.py")["metrics"]
+    assert metrics_diag.data["metricsCount"] == 20001 and len(metrics_diag.data["metrics"]) <= 51
