@@ -47,7 +47,7 @@ def judge(run: _Run, pump: OutputPump) -> tuple[str, dict[str, Any] | None]:
     record.metric_sources = merged.sources
     record.metrics_source = merged.source
     record.structured = {"conditions": merged.conditions, "nonFinite": merged.non_finite,
-                         "seriesLengths": {k: len(v) for k, v in merged.series.items()}}
+                         "seriesLengths": merged.series_seen}
     run.series = merged.series
     record.dataset_used = list(pump.parsed.stamps)
     probe = provenance.read_probe(run.probe_dir)

@@ -19,7 +19,7 @@ from typing import Any
 from . import untrusted
 
 SOURCE_RANK = {"harness": 3, "resultsFile": 2, "stdout": 1}
-SERIES_CAP = 10_000
+SERIES_POINTS = 2_000  # a curve's budget: the whole run, downsampled, with its extremes
 
 _NUMBER = r"[-+]?(?:\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|nan|inf(?:inity)?)"
 _NAME = r"[A-Za-z_][\w./-]*"
@@ -58,20 +58,61 @@ def to_number(text: Any) -> float | None:
     return None
 
 
+class Curve:
+    """A metric's points over the whole run in a fixed budget: every `stride`-th point, the
+    stride doubling (and every other kept point dropped) whenever the budget is full, plus the
+    first, the last, the lowest and the highest, wherever they fell."""
+
+    def __init__(self, budget: int = SERIES_POINTS) -> None:
+        self.budget = budget
+        self.seen = 0
+        self.stride = 1
+        self._kept: list[tuple[int, int | None, float]] = []  # (index, step, value)
+        self._last: tuple[int, int | None, float] | None = None
+        self._low: tuple[int, int | None, float] | None = None
+        self._high: tuple[int, int | None, float] | None = None
+
+    def append(self, step: int | None, value: float) -> None:
+        point = (self.seen, step, value)
+        self.seen += 1
+        self._last = point
+        if value == value:  # (a NaN is neither an extreme nor comparable)
+            if self._low is None or value < self._low[2]:
+                self._low = point
+            if self._high is None or value > self._high[2]:
+                self._high = point
+        if point[0] % self.stride == 0:
+            self._kept.append(point)
+            if len(self._kept) > self.budget:
+                self._kept = self._kept[::2]
+                self.stride *= 2
+
+    def points(self) -> list[tuple[int | None, float]]:
+        chosen = {p[0]: p for p in self._kept}
+        for extra in (self._last, self._low, self._high):
+            if extra is not None:
+                chosen[extra[0]] = extra
+        return [(step, value) for _, step, value in sorted(chosen.values())]
+
+    def __len__(self) -> int:
+        return self.seen
+
+
 @dataclass
 class MetricSet:
     """Accumulated metrics from one source; `put` keeps the last value and a series."""
 
     values: dict[str, float] = field(default_factory=dict)
-    series: dict[str, list[tuple[int | None, float]]] = field(default_factory=dict)
+    series: dict[str, Curve] = field(default_factory=dict)
     conditions: dict[str, dict[str, Any]] = field(default_factory=dict)
     stamps: list[str] = field(default_factory=list)
 
     def put(self, name: str, value: float, step: int | None = None) -> None:
         self.values[name] = value
-        points = self.series.setdefault(name, [])
-        if len(points) < SERIES_CAP:
-            points.append((step, value))
+        curve = self.series.get(name)
+        if curve is None:
+            curve = self.series[name] = Curve()
+        curve.append(step, value)
 
     def put_condition(self, cond: str, seed: str | None, name: str, value: float) -> None:
         table = self.conditions.setdefault(cond, {})
@@ -97,13 +138,12 @@ def parse_line(line: str, into: MetricSet) -> bool:
             into.put(m.group(1), value)
             return True
     if m := METRIC_LINE.match(line):
-        found = False
-        for name, raw in PAIR.findall(m.group(1)):
-            value = to_number(raw)
-            if value is not None:
-                into.put(name, value)
-                found = True
-        return found
+        pairs = [(name, value) for name, raw in PAIR.findall(m.group(1))
+                 if (value := to_number(raw)) is not None]
+        step = next((int(v) for n, v in pairs if n == "step" and v == int(v)), None)
+        for name, value in pairs:  # `step=` on the line is the step of the line's points
+            into.put(name, value, step)
+        return bool(pairs)
     if (m := TAGGED.match(line)) and _parse_tagged(m.group(2), into):
         return True
     if m := PYTEST_SUMMARY.match(line.strip()):
@@ -233,6 +273,7 @@ class Merged:
     conditions: dict[str, Any]
     non_finite: dict[str, str]
     series: dict[str, list[tuple[int | None, float]]]
+    series_seen: dict[str, int]  # points printed per series (`series` keeps a budget of them)
 
 
 def merge(by_source: dict[str, MetricSet]) -> Merged:
@@ -241,6 +282,7 @@ def merge(by_source: dict[str, MetricSet]) -> Merged:
     sources: dict[str, str] = {}
     conditions: dict[str, Any] = {}
     series: dict[str, list[tuple[int | None, float]]] = {}
+    seen: dict[str, int] = {}
     for source in sorted(by_source, key=lambda s: SOURCE_RANK[s]):  # worst first, best last
         found = by_source[source]
         for name, value in found.values.items():
@@ -248,16 +290,17 @@ def merge(by_source: dict[str, MetricSet]) -> Merged:
             sources[name] = source
         for cond, table in found.conditions.items():
             _deep_update(conditions.setdefault(cond, {}), table)
-        for name, points in found.series.items():
-            if len(points) > 1:
-                series[name] = points
+        for name, curve in found.series.items():
+            if curve.seen > 1:
+                series[name] = curve.points()
+                seen[name] = curve.seen
     non_finite = {k: str(v) for k, v in metrics.items() if not math.isfinite(v)}
     for key in non_finite:
         metrics.pop(key)
         sources.pop(key)
     produced = [s for s, found in by_source.items() if found.values]
     best = max(produced, key=lambda s: SOURCE_RANK[s]) if produced else "none"
-    return Merged(metrics, sources, best, conditions, non_finite, series)
+    return Merged(metrics, sources, best, conditions, non_finite, series, seen)
 
 
 def _deep_update(target: dict[str, Any], update: dict[str, Any]) -> None:

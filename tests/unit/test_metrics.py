@@ -60,7 +60,31 @@ def test_results_json_and_harness_flattening() -> None:
                              '{"metrics": {"loss": 0.5}, "step": 2}', "not json",
                              '{"metrics": {"acc": 0.8}, "condition": "c", "seed": "1"}'])
     assert h.values == {"loss": 0.5, "c/1/acc": 0.8}
-    assert h.series["loss"] == [(1, 1.0), (2, 0.5)]
+    assert h.series["loss"].points() == [(1, 1.0), (2, 0.5)]
+
+
+def test_a_curve_covers_the_whole_run_in_its_budget_with_first_last_and_extremes() -> None:
+    from labls.sandbox.metrics import Curve
+
+    curve = Curve(budget=100)
+    n = 60_000  # a minute at 1 kHz
+    for i in range(n):
+        value = 1.0 / (1 + i) + (5.0 if i == 33_333 else 0.0) - (3.0 if i == 44_444 else 0.0)
+        curve.append(i, value)
+    points = curve.points()
+    assert curve.seen == n and len(points) <= 100 + 3
+    steps = [s for s, _ in points]
+    assert steps[0] == 0 and steps[-1] == n - 1  # first and last
+    assert steps == sorted(steps) and steps[len(steps) // 2] > n / 3  # spread over the run
+    assert 33_333 in steps and 44_444 in steps  # the spike and the dip, wherever they fell
+
+
+def test_step_on_a_metric_line_is_the_step_of_its_points() -> None:
+    m = MetricSet()
+    for step, loss in ((10, 0.9), (20, 0.7)):
+        parse_line(f"METRIC step={step} loss={loss} lr=0.1", m)
+    assert m.series["loss"].points() == [(10, 0.9), (20, 0.7)]
+    assert m.values["step"] == 20 and m.values["loss"] == 0.7
 
 
 def test_merge_prefers_better_sources_and_drops_non_finite() -> None:
