@@ -461,7 +461,7 @@ class _Run:
                 self.work_view = WorkView(self.engine.workspace, self.engine.state_dir,
                                           self.run_dir, spec.run_uid, hide)
                 return "overlay"
-            except ObserverUnavailable as exc:
+            except OSError as exc:  # (ObserverUnavailable among them) the copy still works
                 note = f"copy (no copy-on-write view: {exc})"
         else:
             note = (f"copy (the {spec.kind} isolation)" if spec.kind != "bwrap" else

@@ -115,3 +115,19 @@ def test_a_workspace_results_file_from_the_future_is_not_the_runs(lab, heavy) ->
     # positive control: a results.json the run writes does count
     record = lab.run("open('results.json', 'w').write('{\"metrics\": {\"val_bpb\": 0.3}}')\n")
     assert record.metrics["val_bpb"] == 0.3 and record.metrics_source == "resultsFile"
+
+
+def test_a_view_that_cannot_be_mounted_falls_back_to_a_copy_and_says_why(lab, heavy,
+                                                                         monkeypatch) -> None:
+    from labls.sandbox import engine
+
+    def refused(*args: object, **kw: object) -> None:
+        raise PermissionError(1, "mount refused here")
+
+    monkeypatch.setattr(engine, "WorkView", refused)
+    record = lab.run(PROBE, hide=["private"])
+    assert record.state == "succeeded", (record.error, record.log_tail)
+    assert record.sandbox["workFolder"].startswith("copy (no copy-on-write view:")
+    assert "mount refused here" in record.sandbox["workFolder"]
+    seen = seen_by(record)
+    assert seen["notes.txt"] and not seen[".env"] and not seen["keys/server.pem"]
