@@ -17,17 +17,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_wide import SCRIPT  # the same run of N keys
 from common import percentile, write_results
 
 from labls.lab.rpc_client import LspClient
-
-SCRIPT = """
-import sys
-n = {keys}
-for start in range(0, n, 10000):
-    sys.stdout.write("".join(f"key{{i}}: {{i}}.5\\n" for i in range(start, min(n, start + 10000))))
-print("val_bpb: 0.5")
-"""
 
 
 def main() -> None:
