@@ -636,8 +636,10 @@ class _Run:
             self.engine.listener.on_finish(self.record)
         finally:
             self.engine._finished(self)
-            self.done.set()
-        self.engine.prune_soon()
+            try:
+                self.engine.prune_soon()  # (its thread starts before a waiter can close us)
+            finally:
+                self.done.set()
 
     def _save(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
