@@ -14,13 +14,13 @@ The agent is untrusted; these are the files that would let it change the rules o
 
 from __future__ import annotations
 
-import fnmatch
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from labls.sandbox import trust
+from labls.sandbox.workview import matching
 
 CONFIG_NAMES = ("labls.toml",)
 
@@ -61,11 +61,7 @@ class Guard:
 
     def listed(self, rel: str) -> str | None:
         """The `edit.protect` pattern that names `rel`, if one does."""
-        for pattern in self.patterns:
-            folder = pattern.rstrip("/")
-            if fnmatch.fnmatchcase(rel, pattern) or rel.startswith(folder + "/"):
-                return pattern
-        return None
+        return matching(rel, self.patterns)
 
     def config_change(self, rel: str, old: str | None, new: str) -> str | None:
         """For a `pyproject.toml`: why the change is refused (its `[tool.labls]` changes)."""

@@ -94,9 +94,6 @@ class Curve:
                 chosen[extra[0]] = extra
         return [(step, value) for _, step, value in sorted(chosen.values())]
 
-    def __len__(self) -> int:
-        return self.seen
-
 
 @dataclass
 class MetricSet:

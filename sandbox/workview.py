@@ -27,7 +27,7 @@ import subprocess
 from pathlib import Path
 
 from . import gitsafe
-from .observe import ObserverUnavailable, track_view
+from .observe import _MNT_DETACH, ObserverUnavailable, _check, _libc, track_view
 
 SECRET_PATTERNS = (".env", ".env.*", "*.pem", "*.key", ".netrc", ".pgpass", ".git-credentials",
                    "id_rsa*", "id_dsa*", "id_ecdsa*", "id_ed25519*")  # ssh keys, not id_*.py
@@ -35,12 +35,7 @@ SECRET_PATTERNS = (".env", ".env.*", "*.pem", "*.key", ".netrc", ".pgpass", ".gi
 _SYS_OPEN_TREE, _SYS_MOVE_MOUNT, _SYS_MOUNT_SETATTR = 428, 429, 442
 _OPEN_TREE_CLONE, _OPEN_TREE_CLOEXEC = 1, 0o2000000
 _AT_FDCWD, _AT_EMPTY_PATH = -100, 0x1000
-_MOUNT_ATTR_IDMAP, _MOVE_MOUNT_F_EMPTY_PATH, _MNT_DETACH = 0x00100000, 4, 2
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
-                        ctypes.c_char_p]
-_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+_MOUNT_ATTR_IDMAP, _MOVE_MOUNT_F_EMPTY_PATH = 0x00100000, 4
 
 
 class _MountAttr(ctypes.Structure):
@@ -48,19 +43,20 @@ class _MountAttr(ctypes.Structure):
                 ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
 
 
-def _check(rc: int, what: str) -> int:
-    if rc < 0:
-        code = ctypes.get_errno()
-        raise ObserverUnavailable(code, f"{what}: {os.strerror(code)}")
-    return rc
+def matching(rel: str, patterns: list[str] | tuple[str, ...]) -> str | None:
+    """The first pattern naming workspace path `rel` (`*` crosses folders; a folder's pattern
+    covers everything below it): `run.hide` here, `edit.protect` in the edit guard."""
+    for pattern in patterns:
+        if fnmatch.fnmatchcase(rel, pattern) or rel.startswith(pattern.rstrip("/") + "/"):
+            return pattern
+    return None
 
 
 def is_secret(rel: str, extra: list[str] | tuple[str, ...] = ()) -> bool:
     """A path a run must not see: a secret file's name anywhere, or a `run.hide` pattern."""
     name = rel.rsplit("/", 1)[-1]
     return (any(fnmatch.fnmatchcase(name, p) for p in SECRET_PATTERNS)
-            or any(fnmatch.fnmatchcase(rel, p) or rel.startswith(p.rstrip("/") + "/")
-                   for p in extra))
+            or matching(rel, extra) is not None)
 
 
 def hidden_paths(workspace: Path, state_dir: Path, hide: list[str]) -> list[str]:
