@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from labls.sandbox import trust
-from labls.sandbox.workview import matching
+from labls.sandbox.hiding import matching
 
 CONFIG_NAMES = ("labls.toml",)
 

@@ -75,6 +75,7 @@ class DatasetReads:
     read: list[str] = field(default_factory=list)
     opened_count: int = 0
     read_count: int = 0
+    read_bytes: int = 0  # the sizes of the files read, all of them (one event per file)
     note: str = ""
 
 
@@ -94,6 +95,7 @@ class DatasetView:
         self._read: dict[str, None] = {}
         self._opened_count = 0
         self._read_count = 0
+        self._read_bytes = 0
         self._overflow = False
         self._stop_r, self._stop_w = os.pipe()
         self._thread: threading.Thread | None = None
@@ -155,17 +157,19 @@ class DatasetView:
     def _event(self, mask: int, efd: int) -> None:
         try:
             shown = os.readlink(f"/proc/self/fd/{efd}")
+            st = os.fstat(efd)
         except OSError:
             return
-        if self._mark(self._real_path(shown, efd), bool(mask & _FAN_ACCESS)):
+        path = self._path_of(shown, st.st_ino) or str(self.root) + "/?"
+        if self._mark(path, bool(mask & _FAN_ACCESS), st.st_size):
             # no more events for this file: a loop reading it in chunks costs one event
             _libc.fanotify_mark(self._fd, _FAN_MARK_ADD | _FAN_MARK_IGNORED_MASK
                                 | _FAN_MARK_IGNORED_SURV_MODIFY, _FAN_OPEN | _FAN_ACCESS,
                                 efd, None)
 
-    def _mark(self, path: str, read: bool) -> bool:
-        """Count `path` opened (and read); True when it is newly read. Called from the
-        watcher thread and, for mappings, from the run's thread."""
+    def _mark(self, path: str, read: bool, size: int) -> bool:
+        """Count `path` opened (and read, with its size); True when it is newly read. Called
+        from the watcher thread and, for mappings, from the run's thread."""
         with self._lock:
             if path not in self._opened:
                 self._opened_count += 1
@@ -174,18 +178,16 @@ class DatasetView:
             if not read or path in self._read:
                 return False
             self._read_count += 1
+            self._read_bytes += size
             if len(self._read) < MAX_PATHS:
                 self._read[path] = None
             return True
 
-    def _real_path(self, shown: str, efd: int) -> str:
+    def _path_of(self, shown: str, inode: int) -> str | None:
         """The file under the dataset root that an event is about. The kernel names it as
         seen from the reader's namespace (`<root>/<rel>`), from ours (`<mountpoint>/<rel>`),
         or from the run's mount alone (`/<rel>`); the right reading is the one that leads to
         the same inode (overlayfs shows a lower file's own inode number)."""
-        return self._path_of(shown, os.fstat(efd).st_ino) or str(self.root) + "/?"
-
-    def _path_of(self, shown: str, inode: int) -> str | None:
         first = None
         for prefix in (str(self.root), str(self.mountpoint), ""):
             if not shown.startswith(prefix + "/"):
@@ -211,8 +213,12 @@ class DatasetView:
                     if len(fields) < 6 or fields[3] != self._dev:
                         continue
                     path = self._path_of(fields[5].rstrip("\n"), int(fields[4]))
-                    if path is not None and (path in self._read or len(self._read) < MAX_PATHS):
-                        self._mark(path, read=True)  # past the cap a mapping would recount
+                    if path is None or path in self._read or len(self._read) >= MAX_PATHS:
+                        continue  # past the cap a mapping would recount
+                    size = 0
+                    with contextlib.suppress(OSError):
+                        size = os.stat(path, follow_symlinks=False).st_size
+                    self._mark(path, True, size)
 
     def finish(self) -> DatasetReads:
         """The run's processes are gone: read what is left of the queue and stop watching."""
@@ -222,7 +228,7 @@ class DatasetView:
             self._thread.join(timeout=30)
         note = "the event queue overflowed: some reads were not seen" if self._overflow else ""
         return DatasetReads(list(self._opened), list(self._read), self._opened_count,
-                            self._read_count, note)
+                            self._read_count, self._read_bytes, note)
 
     def merge_writes(self) -> int:
         """Copy what a writable (prepare) run wrote into the real dataset root: regular files

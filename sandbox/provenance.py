@@ -76,6 +76,7 @@ def verdict(stamps: list[str], reads: DatasetReads | None, scan: CacheScan,
         return {"verdict": kind, "reason": reason, "code": code, "stamps": stamps,
                 "observed": observed, "filesRead": read[:MAX_LISTED],
                 "filesReadCount": reads.read_count if reads is not None else 0,
+                "filesReadBytes": reads.read_bytes if reads is not None else 0,
                 "filesOpenedUnread": opened_unread[:MAX_LISTED],
                 "datasetsRead": datasets_read, "claimedFilesRead": claimed[:MAX_LISTED],
                 "note": note}

@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 from . import gitsafe
-from .workview import is_secret
+from .hiding import Patterns
 
 SKIP_DIRS = {".git", ".venv", "venv", "__pycache__", "node_modules", ".mypy_cache",
              ".pytest_cache", ".ruff_cache"}
@@ -53,8 +53,9 @@ def populate(workspace: Path, state_dir: Path, work_dir: Path,
     work_dir.mkdir(parents=True)
     root = workspace.resolve()
     copied: dict[str, tuple[int, int]] = {}
+    hidden = Patterns(tuple(hide or ()))
     for rel in workspace_files(workspace, state_dir):
-        if is_secret(rel, hide or []):
+        if hidden.hides_path(rel):
             continue
         src = workspace / rel
         if not src.is_file() or not _inside(src, root):  # deleted, or a link out of the tree

@@ -8,9 +8,8 @@ sandbox): O(1) in the workspace's size, whatever it holds.
   unmounted): exactly what the run wrote, and the only disk a run's work folder costs.
   `wrote(rel)` answers from it, so "written by the run" no longer depends on mtimes.
 - Hidden in the view, by whiteouts in the upper layer: `.git`, the state dir, secret files
-  (`SECRET_PATTERNS` and the trusted `run.hide`, both with gitignore's rules), wherever they
-  are, tracked or not, ignored or not; git finds them. Without git, only the top level is
-  searched.
+  and the trusted `run.hide` patterns, wherever they are, tracked or not, ignored or not
+  (`hiding.py` finds them).
 Where this cannot be mounted (not root, an old kernel), the engine copies the workspace instead
 (`workdir.populate`), applying the same hiding, and the record says which it was.
 """
@@ -19,18 +18,14 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import fnmatch
 import os
 import shutil
 import stat
 import subprocess
 from pathlib import Path
 
-from . import gitsafe
+from .hiding import find_hidden
 from .observe import _MNT_DETACH, ObserverUnavailable, _check, _libc, track_view
-
-SECRET_PATTERNS = (".env", ".env.*", "*.pem", "*.key", ".netrc", ".pgpass", ".git-credentials",
-                   "id_rsa*", "id_dsa*", "id_ecdsa*", "id_ed25519*")  # ssh keys, not id_*.py
 
 _SYS_OPEN_TREE, _SYS_MOVE_MOUNT, _SYS_MOUNT_SETATTR = 428, 429, 442
 _OPEN_TREE_CLONE, _OPEN_TREE_CLOEXEC = 1, 0o2000000
@@ -41,40 +36,6 @@ _MOUNT_ATTR_IDMAP, _MOVE_MOUNT_F_EMPTY_PATH = 0x00100000, 4
 class _MountAttr(ctypes.Structure):
     _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
                 ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
-
-
-def matching(rel: str, patterns: list[str] | tuple[str, ...]) -> str | None:
-    """The first pattern naming workspace path `rel` (`*` crosses folders; a folder's pattern
-    covers everything below it): `run.hide` here, `edit.protect` in the edit guard."""
-    for pattern in patterns:
-        if fnmatch.fnmatchcase(rel, pattern) or rel.startswith(pattern.rstrip("/") + "/"):
-            return pattern
-    return None
-
-
-def is_secret(rel: str, extra: list[str] | tuple[str, ...] = ()) -> bool:
-    """A path a run must not see: a secret file's name anywhere, or a `run.hide` pattern."""
-    name = rel.rsplit("/", 1)[-1]
-    return (any(fnmatch.fnmatchcase(name, p) for p in SECRET_PATTERNS)
-            or matching(rel, extra) is not None)
-
-
-def hidden_paths(workspace: Path, state_dir: Path, hide: list[str]) -> list[str]:
-    """Workspace-relative paths to hide: `.git`, the state dir, and every file (or folder) git
-    finds matching a secret pattern or `run.hide`, tracked or not, ignored or not. git does
-    the walk and the matching (gitignore's rules; ~10 ms for tens of thousands of files)."""
-    hidden = [".git"]
-    if state_dir.is_relative_to(workspace):
-        hidden.append(str(state_dir.relative_to(workspace)))
-    if (workspace / ".git").exists():
-        patterns = [f"--exclude={p}" for p in (*SECRET_PATTERNS, *hide)]
-        done = gitsafe.run_bytes(workspace, "ls-files", "-z", "--cached", "--others",
-                                 "--ignored", "--directory", *patterns)  # (a folder holding
-        hidden += [p.rstrip("/") for p in  # only matches is listed as the folder)
-                   done.stdout.decode("utf-8", "surrogateescape").split("\0") if p]
-    else:  # no git: the top level only
-        hidden += [e.name for e in os.scandir(workspace) if is_secret(e.name, hide)]
-    return list(dict.fromkeys(hidden))
 
 
 class WorkView:
@@ -95,7 +56,7 @@ class WorkView:
         # root without capabilities, enters it before it becomes the run's uid)
         try:
             self._idmapped_lower(workspace, owner.st_uid, owner.st_gid, run_uid)
-            for rel in hidden_paths(workspace, state_dir, hide):
+            for rel in find_hidden(workspace, state_dir, hide):
                 self._white_out(workspace, rel, run_uid)
             # volatile: no syncfs of the whole upper filesystem at mount and unmount (waiting
             # on every other writer's dirty pages, e.g. a checkpoint being saved meanwhile)

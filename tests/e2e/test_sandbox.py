@@ -271,6 +271,8 @@ def test_reads_through_a_symlink_and_by_cat_count(lab) -> None:
     assert record.provenance["verdict"] == "verified", record.provenance
     assert set(record.provenance["filesRead"]) == {str(raw / "train-images-idx3-ubyte"),
                                                    str(raw / "t10k-images-idx3-ubyte")}
+    assert record.provenance["filesReadBytes"] == sum(  # the sizes of the files read
+        (raw / n).stat().st_size for n in ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte"))
     # the run's own audit hook saw neither: a relative link and another program's read
     assert record.provenance["claimedFilesRead"] == []
 
@@ -415,3 +417,4 @@ def test_reads_through_mmap_count(lab) -> None:
     record = lab.run(source)
     assert record.provenance["verdict"] == "verified", record.provenance
     assert record.provenance["filesRead"] == [str(raw / "train-images-idx3-ubyte")]
+    assert record.provenance["filesReadBytes"] == (raw / "train-images-idx3-ubyte").stat().st_size
