@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import gc, isolation, lifeline, limits, proctree, syscall_filter
+from . import gc, isolation, lifeline, limits, proctree, records, syscall_filter
 from .config import Config
 from .gpus import GpuSampler, GpuSlots, Slot, detect_gpus, gpu_device_nodes
 from .harness import HARNESS_DIR
@@ -643,11 +643,9 @@ class _Run:
 
     def _save(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        import json  # loaded by then (the judge and the registry use it), so free here
-
         results = {**self.record.to_wire(), "series": finite(self.series)}
         tmp = Path(self.record.results_path).with_suffix(".tmp")
-        tmp.write_text(json.dumps(results, indent=1, default=str, allow_nan=False))
+        tmp.write_text(records.dumps(results))
         os.replace(tmp, self.record.results_path)
         self.engine.registry.save(self.record, self.series, self.cfg.metric.name)
 

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .records import SUMMARY_METRICS, RunRecord
+from .records import SUMMARY_METRICS, RunRecord, join_parts, split_wire
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -51,6 +51,10 @@ CREATE TABLE IF NOT EXISTS ledger (
 CREATE TABLE IF NOT EXISTS loops (
     loop_id TEXT PRIMARY KEY, state TEXT NOT NULL, data TEXT NOT NULL,
     owner_pid INTEGER, owner_start TEXT, updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS record_parts (
+    run_id TEXT NOT NULL, idx INTEGER NOT NULL, field TEXT NOT NULL, data TEXT NOT NULL,
+    PRIMARY KEY (run_id, idx)
 );
 CREATE TABLE IF NOT EXISTS provenance (
     run_id TEXT PRIMARY KEY, verdict TEXT NOT NULL, reason TEXT NOT NULL, stamps TEXT NOT NULL,
@@ -138,8 +142,10 @@ class Registry:
 
     def save(self, record: RunRecord, series: dict[str, list[tuple[int | None, float]]] | None
              = None, judged: str | None = None) -> None:
-        """The whole record, and its summary (metrics bounded, `judged` first) for listings."""
-        data = json.dumps(record.to_wire())
+        """The whole record, and its summary (metrics bounded, `judged` first) for listings.
+        A record's big maps (10^6 metrics) are stored in parts (`records.split_wire`)."""
+        head, parts = split_wire(record.to_wire())
+        data = json.dumps(head)
         summary = (data if len(record.metrics) <= SUMMARY_METRICS
                    else json.dumps(record.summary(judged).to_wire()))
         with self._lock:
@@ -153,6 +159,9 @@ class Registry:
                     (record.run_id, record.state, record.script, record.label, *self._owner,
                      record.created_at, data, summary),
                 )
+                self._db.execute("DELETE FROM record_parts WHERE run_id=?", (record.run_id,))
+                self._db.executemany("INSERT INTO record_parts VALUES (?, ?, ?, ?)", [
+                    (record.run_id, i, name, text) for i, (name, text) in enumerate(parts)])
                 if record.final:
                     self._save_results(record, series or {})
                 self._db.execute("COMMIT")
@@ -182,9 +191,16 @@ class Registry:
 
     def get(self, run_id: str) -> RunRecord | None:
         with self._read_lock:
-            row = self._reader.execute("SELECT record FROM runs WHERE run_id=?",
-                                   (run_id,)).fetchone()
-        return RunRecord.from_wire(json.loads(row[0])) if row else None
+            self._reader.execute("BEGIN")  # the record and its parts from one snapshot
+            try:
+                row = self._reader.execute("SELECT record FROM runs WHERE run_id=?",
+                                           (run_id,)).fetchone()
+                parts = self._reader.execute(
+                    "SELECT field, data FROM record_parts WHERE run_id=? ORDER BY idx",
+                    (run_id,)).fetchall() if row else []
+            finally:
+                self._reader.execute("COMMIT")
+        return RunRecord.from_wire(join_parts(json.loads(row[0]), parts)) if row else None
 
     def recent(self, limit: int = 50, state: str | None = None) -> list[RunRecord]:
         """The newest runs' summaries (a run's metrics bounded; `get` has them all)."""
@@ -262,14 +278,11 @@ class Registry:
         """The latest succeeded run of `script` before `before_run` that has `metric`."""
         with self._read_lock:
             rows = self._reader.execute(
-                "SELECT record FROM runs WHERE script=? AND state='succeeded' AND seq < "
-                "(SELECT seq FROM runs WHERE run_id=?) ORDER BY seq DESC LIMIT 50",
-                (script, before_run)).fetchall()
-        for (data,) in rows:
-            record = RunRecord.from_wire(json.loads(data))
-            if metric in record.metrics:
-                return record
-        return None
+                "SELECT runs.run_id FROM runs JOIN metrics ON metrics.run_id = runs.run_id "
+                "AND metrics.name=? WHERE script=? AND state='succeeded' AND seq < "
+                "(SELECT seq FROM runs WHERE run_id=?) ORDER BY seq DESC LIMIT 1",
+                (metric, script, before_run)).fetchall()
+        return self.get(rows[0][0]) if rows else None
 
     # --- autonomous loops -------------------------------------------------------------------------
     def save_loop(self, loop_id: str, state: str, data: dict[str, Any]) -> None:

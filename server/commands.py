@@ -91,8 +91,15 @@ def register(server: LabServer) -> None:
 
     @server.command("labls.run.get")
     async def run_get(ls: LabServer, *args: Any) -> dict[str, Any]:
-        prm = p.structure(args, p.RunIdParams, "labls.run.get")
-        return (await _record(ls, prm.run_id, "labls.run.get")).to_wire()
+        prm = p.structure(args, p.RunGetParams, "labls.run.get")
+        wire = (await _record(ls, prm.run_id, "labls.run.get")).to_wire()
+        if prm.fields is None:
+            return wire
+        unknown = sorted(set(prm.fields) - set(wire))
+        if unknown:
+            raise p.invalid("labls.run.get", "fields", f"names no field of a run record: "
+                            f"{', '.join(unknown)} (fields: {', '.join(wire)})")
+        return {k: wire[k] for k in ("runId", *prm.fields)}
 
     @server.command("labls.run.cancel")
     async def run_cancel(ls: LabServer, *args: Any) -> dict[str, Any]:

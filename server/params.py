@@ -131,6 +131,12 @@ class RunIdParams:
 
 
 @dataclass
+class RunGetParams:
+    run_id: str
+    fields: list[str] | None = None  # the record's fields to answer (camelCase); all if None
+
+
+@dataclass
 class RunListParams:
     limit: int = 50
     state: str | None = None
