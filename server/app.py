@@ -15,6 +15,7 @@ from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol, lsp_method
 
 if TYPE_CHECKING:
+    from labls.lab.session import LabSession
     from labls.sandbox.config import Config, ConfigProblem
 
     from .runs import RunService
@@ -85,7 +86,7 @@ class LabServer(LanguageServer):
             self.root, self._init_options, self._client_settings
         )
         if self.runs is not None:  # new runs use the new settings; running ones keep theirs
-            self.runs.engine.config = self._config
+            self.runs.session.config = self._config
         for problem in problems:
             log.warning("%s", problem)
             self.window_show_message(
@@ -109,7 +110,7 @@ class LabServer(LanguageServer):
         log.info("labls initialized for %s", self.root)
         try:
             self.runs = RunService(self, asyncio.get_running_loop())
-            self.runs._resume_loops()
+            self.runs.session.resume_loops()
         except Exception as exc:  # an unusable state dir: every command says so, by path
             state = self.config.state_path(self.root)
             self.runs_error = f"labls cannot use its state dir {state}: {exc}"
@@ -127,6 +128,9 @@ class LabServer(LanguageServer):
             raise JsonRpcServerNotInitialized("labls: the `initialized` notification has not come")
         return self.runs
 
+    def require_session(self) -> LabSession:
+        return self.require_runs().session
+
     def framing_problem(self, message: str) -> None:
         """A message the framing dropped (called from pygls's reader thread): tell the user
         from the server's loop, the only place that writes the wire."""
@@ -143,7 +147,8 @@ class LabServer(LanguageServer):
 
 def _prewarm() -> None:
     """Import what the first commands need, off the request path."""
-    for name in ("labls.server.params", "labls.lab.prompting", "jinja2", "labls.server.edits"):
+    for name in ("labls.lab.params", "labls.lab.prompting", "jinja2", "labls.server.edits",
+                 "labls.lab.session"):
         importlib.import_module(name)
     from labls.prompts import _environment
 

@@ -158,16 +158,8 @@ def history(args: Any) -> int:
 
 
 def loop(args: Any) -> int:
-    from labls.lab.experiment import Experiment
-    from labls.lab.loop import (
-        AutoLoop,
-        LoopSpec,
-        LoopState,
-        aider_proposer,
-        clone_into,
-        new_loop_id,
-        state_to_json,
-    )
+    from labls.lab.loop import LoopSpec, clone_into
+    from labls.lab.session import LabSession
 
     workspace = Path.cwd()
     if args.source:
@@ -180,23 +172,13 @@ def loop(args: Any) -> int:
     cfg, problems = config.load(workspace, flags)
     for problem in problems:
         sys.stderr.write(f"{problem}\n")
-    engine = Engine(workspace, cfg, _ProgressLine(sys.stderr))
+    session = LabSession(workspace, cfg, _ProgressLine(sys.stderr))
     spec = LoopSpec(args.iterations, args.time_budget, cfg.loop.model, args.program,
                     args.script or cfg.loop.script, prepare=cfg.loop.prepare or None,
                     prepare_timeout_sec=args.prepare_timeout)
-    state = LoopState(new_loop_id(), spec)
-
-    def save(s: LoopState) -> None:
-        engine.registry.save_loop(s.loop_id, s.state, state_to_json(s))
-
-    def wait(run_id: str) -> RunRecord:
-        record = engine.wait(run_id)
-        assert record is not None
-        return record
-
-    auto = AutoLoop(Experiment(engine, cfg, wait), state, aider_proposer(spec.model), save)
+    state = session.loop_start(spec)
+    auto = session.running_loop(state.loop_id)
     signal.signal(signal.SIGINT, lambda *_: auto.stop_requested.set())
-    auto.start()
     shown = 0
     while auto.thread.is_alive() or shown < len(state.iterations):
         auto.thread.join(timeout=0.5)
@@ -204,7 +186,7 @@ def loop(args: Any) -> int:
             sys.stdout.write(f"iteration {it['index']}: {it['verdict']:<8} {it['metric']}  "
                              f"{it['hypothesis']}\n")
             shown += 1
-    engine.close()
+    session.engine.close()
     sys.stdout.write(f"loop {state.loop_id}: {state.state}"
                      + (f" ({state.error})" if state.error else "") + "\n")
     return 0 if state.state == "finished" else 1

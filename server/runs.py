@@ -14,8 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 from lsprotocol import types
 
-from labls.lab.compare import Comparison, compare
-from labls.sandbox.engine import Engine, RunListener, RunRequest
+from labls.lab.compare import Comparison
+from labls.lab.params import RunStartParams
+from labls.lab.session import LabSession
+from labls.sandbox.engine import RunListener
 from labls.sandbox.records import RunRecord
 
 from . import diagnostics
@@ -27,30 +29,29 @@ log = logging.getLogger("labls.runs")
 
 
 class RunService(RunListener):
+    """The lab session of the server's workspace, and what the language server adds to it:
+    progress for each run, diagnostics once it ends, `labls/runFinished`."""
+
     def __init__(self, ls: LabServer, loop: asyncio.AbstractEventLoop) -> None:
         self.ls = ls
         self.loop = loop
-        self.engine = Engine(ls.root, ls.config, self)
+        self.session = LabSession(ls.root, ls.config, self)
+        self.engine = self.session.engine
         self._waiters: dict[str, list[asyncio.Future[RunRecord]]] = {}
         self._tokens: dict[str, str | int] = {}
         self._begun: set[str] = set()
         self._publishing: set[str] = set()  # finished by the engine, diagnostics not yet sent
         self._published: dict[str, dict[str, list[types.Diagnostic]]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._step_lock = asyncio.Lock()
-        self._loops: dict[str, Any] = {}
-        if self.engine.registry.interrupted:
-            log.info("runs interrupted by an earlier stop: %s", self.engine.registry.interrupted)
 
-    # --- commands -----------------------------------------------------------------------------
-    async def start(self, request: RunRequest, token: str | int | None) -> RunRecord:
+    async def start(self, prm: RunStartParams, token: str | int | None) -> RunRecord:
         if token is None and self._client_creates_progress():
             token = f"labls-run-{uuid.uuid4().hex[:12]}"
             try:
                 await self.ls.work_done_progress.create_async(token)
             except Exception:  # the client refused: no progress for this run
                 token = None
-        record = await asyncio.to_thread(self.engine.start, request)
+        record = await asyncio.to_thread(self.session.start, prm, "labls.run.start")
         if token is not None:
             self._tokens[record.run_id] = token
             self._begin(record)
@@ -67,91 +68,8 @@ class RunService(RunListener):
             return current
         return await future
 
-    async def get(self, run_id: str) -> RunRecord | None:
-        return await asyncio.to_thread(self.engine.get, run_id)
-
-    async def cancel(self, run_id: str) -> RunRecord | None:
-        return await asyncio.to_thread(self.engine.cancel, run_id, 30)
-
-    async def recent(self, limit: int, state: str | None) -> list[RunRecord]:
-        return await asyncio.to_thread(self.engine.recent, limit, state)
-
-    def baseline_for(self, record: RunRecord, baseline_id: str | None) -> RunRecord | None:
-        registry = self.engine.registry
-        if baseline_id:
-            return registry.get(baseline_id)
-        kept = registry.last_kept()
-        if kept is not None and kept[0].run_id != record.run_id:
-            return kept[0]
-        return registry.previous_success(record.script, record.run_id, self.ls.config.metric.name)
-
-    def compare(self, record: RunRecord, baseline_id: str | None = None) -> Comparison:
-        metric = self.ls.config.metric
-        baseline = self.baseline_for(record, baseline_id)
-        return compare(record, baseline, metric.name, metric.goal, metric.min_delta)
-
-    async def step(self, hypothesis: str, edit: dict[str, Any], script: str,
-                   timeout_sec: float | None, args: list[str]) -> Any:
-        """One experiment step; steps never overlap (they share the git working tree)."""
-        async with self._step_lock:
-            return await asyncio.to_thread(self._experiment().step, hypothesis, edit, script,
-                                           timeout_sec, args)
-
-    # --- autonomous loops -----------------------------------------------------------------------
-    def loop_start(self, spec: Any, proposer: Any = None) -> Any:
-        from labls.lab.loop import AutoLoop, LoopState, aider_proposer, new_loop_id
-
-        state = spec if isinstance(spec, LoopState) else LoopState(new_loop_id(), spec)
-        experiment = self._experiment()
-        loop = AutoLoop(experiment, state, proposer or aider_proposer(state.spec.model),
-                        self._save_loop)
-        self._loops[state.loop_id] = loop
-        loop.start()
-        return state
-
-    def loop_get(self, loop_id: str) -> dict[str, Any] | None:
-        from labls.lab.loop import state_from_json
-
-        if loop_id in self._loops:
-            return self._loops[loop_id].state.wire()
-        data = self.engine.registry.get_loop(loop_id)
-        return state_from_json(data).wire() if data else None
-
-    def loop_stop(self, loop_id: str) -> dict[str, Any] | None:
-        loop = self._loops.get(loop_id)
-        if loop is not None:
-            loop.stop(timeout=60)
-        return self.loop_get(loop_id)
-
-    def _resume_loops(self) -> None:
-        from labls.lab.loop import state_from_json
-
-        for data in self.engine.registry.orphan_loops():
-            state = state_from_json(data)
-            log.info("resuming loop %s at iteration %d", state.loop_id,
-                     len(state.iterations) + 1)
-            self.loop_start(state)
-
-    def _save_loop(self, state: Any) -> None:
-        from labls.lab.loop import state_to_json
-
-        self.engine.registry.save_loop(state.loop_id, state.state, state_to_json(state))
-
-    def _experiment(self) -> Any:
-        from labls.lab.experiment import Experiment
-
-        def wait(run_id: str) -> RunRecord:
-            record = self.engine.wait(run_id)
-            assert record is not None
-            return record
-
-        return Experiment(self.engine, self.ls.config, wait)
-
     def stop_all(self) -> None:
-        for loop in list(self._loops.values()):
-            loop.stop_requested.set()
-        self.engine.stop_all(timeout=5.0)
-        self.engine.launcher.close()  # its idle standby and that one's cgroup
+        self.session.close()
 
     # --- engine callbacks (run threads) ---------------------------------------------------------
     def on_progress(self, record: RunRecord, elapsed: float) -> None:
@@ -191,7 +109,7 @@ class RunService(RunListener):
 
     async def _finished(self, record: RunRecord) -> None:
         try:
-            comparison = await asyncio.to_thread(self.compare, record)
+            comparison = await asyncio.to_thread(self.session.compare, record)
             self._publish(record, comparison)
         except Exception:  # diagnostics must never take the server down
             log.exception("publishing diagnostics for %s failed", record.run_id)

@@ -1,7 +1,9 @@
-"""Command arguments: structure the raw JSON object into typed params, or fail with -32602.
+"""The operations' arguments: one typed model per operation, for every front-end.
 
-pygls's own structuring of annotated command arguments gives an opaque "While structuring X"
-message; here every failure names the field (in the camelCase the client sent) and the reason.
+`structure` turns the raw JSON object a client sent (camelCase) into the model or raises
+`LabError` naming the field and the reason (no silent coercion); `json_schema` derives the JSON
+Schema an MCP client sees from the same model. The language server turns `LabError` into
+-32602, the MCP server into a tool error, the CLI into exit code 2: one message for all.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import cattrs
-from pygls.exceptions import JsonRpcInvalidParams
+
+from .errors import LabError
 
 T = TypeVar("T")
 
@@ -60,22 +63,12 @@ def _strings(value: Any, _: Any) -> list[str]:
 _converter.register_structure_hook_func(lambda t: t == list[str], _strings)
 
 
-def structure(args: tuple[Any, ...], cls: type[T], command: str) -> T:
-    """`arguments` must be a one-element list holding an object (or empty, for all-default)."""
-    if len(args) == 0:
-        raw: Any = {}
-    elif len(args) == 1:
-        raw = args[0]
-    else:
-        raise JsonRpcInvalidParams(
-            f"{command}: arguments must be a list holding one object, got {len(args)} elements"
-        )
+def structure(raw: Any, cls: type[T], command: str) -> T:
+    """`raw` must be an object (None or absent: all defaults)."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise JsonRpcInvalidParams(
-            f"{command}: arguments[0] must be an object, got {type(raw).__name__}"
-        )
+        raise LabError(f"{command}: arguments[0] must be an object, got {type(raw).__name__}")
     from labls.sandbox.config import snake_case  # not at import: keeps `initialize` bare
 
     snake = {snake_case(str(k)): v for k, v in raw.items()}
@@ -83,9 +76,9 @@ def structure(args: tuple[Any, ...], cls: type[T], command: str) -> T:
         return _converter.structure(snake, cls)
     except cattrs.ClassValidationError as exc:
         reasons = [_camelise(m) for m in cattrs.transform_error(exc, path="")]
-        raise JsonRpcInvalidParams(f"{command}: " + "; ".join(reasons)) from None
+        raise LabError(f"{command}: " + "; ".join(reasons)) from None
     except (TypeError, ValueError) as exc:
-        raise JsonRpcInvalidParams(f"{command}: {exc}") from None
+        raise LabError(f"{command}: {exc}") from None
 
 
 def _camelise(message: str) -> str:
@@ -96,8 +89,8 @@ def _camelise(message: str) -> str:
                   message)
 
 
-def invalid(command: str, field_name: str, reason: str) -> JsonRpcInvalidParams:
-    return JsonRpcInvalidParams(f"{command}: field {field_name!r} {reason}")
+def invalid(command: str, field_name: str, reason: str) -> LabError:
+    return LabError(f"{command}: field {field_name!r} {reason}")
 
 
 # --- the params of each command ------------------------------------------------------------------
@@ -180,3 +173,56 @@ class LoopStartParams:
 @dataclass
 class LoopIdParams:
     loop_id: str
+
+
+@dataclass
+class HistoryParams:
+    limit: int = 50
+
+
+# --- JSON Schema for clients that read one (MCP tools' inputSchema) ------------------------------
+
+
+def json_schema(cls: type) -> dict[str, Any]:
+    """The JSON Schema of a params model: camelCase properties, the fields without a default
+    required, no other property allowed (as `structure` forbids them)."""
+    import dataclasses
+    import typing
+
+    from labls.sandbox.config import camel_case
+
+    hints = typing.get_type_hints(cls)
+    properties: dict[str, Any] = {}
+    required = []
+    for f in dataclasses.fields(cls):
+        properties[camel_case(f.name)] = _schema_of(hints[f.name])
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            required.append(camel_case(f.name))
+    schema: dict[str, Any] = {"type": "object", "properties": properties,
+                              "additionalProperties": False}
+    if required:
+        schema["required"] = required
+    return schema
+
+
+def _schema_of(kind: Any) -> dict[str, Any]:
+    import types
+    import typing
+
+    simple = {str: "string", int: "integer", float: "number", bool: "boolean"}
+    if kind in simple:
+        return {"type": simple[kind]}
+    if kind is Any:
+        return {}
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (types.UnionType, typing.Union):
+        options = [_schema_of(a) for a in args if a is not type(None)]
+        nullable = type(None) in args
+        if nullable:
+            options.append({"type": "null"})
+        return options[0] if len(options) == 1 else {"anyOf": options}
+    if origin is list:
+        return {"type": "array", "items": _schema_of(args[0])}
+    if origin is dict:
+        return {"type": "object", "additionalProperties": _schema_of(args[1])}
+    raise TypeError(f"no JSON Schema for {kind!r}")
