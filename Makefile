@@ -31,6 +31,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e '.[dev,examples]'
+	@# a second install: mcp 2.x needs idna>=3.18, aider-chat (in dev) pins idna==3.11; one
+	@# resolve of both fails, this way pip moves idna up and says so (aider works with it)
+	$(BIN)/python -m pip install -q -e '.[mcp]' 2>&1 | grep -v 'idna' || true
+	$(BIN)/python -c "import mcp.server.lowlevel"
 	touch $(STAMP)
 
 demo: setup

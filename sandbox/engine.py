@@ -46,6 +46,14 @@ STATE_DIR_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES)
 NAMESPACED = ("bwrap", "unshare")  # isolations whose PID namespace dies with its init
 
 
+def target_argv(script: str) -> list[str]:
+    """What the interpreter is given for a run's `script`: a module run (`-m pytest`) as two
+    arguments, a path (spaces and all) as one."""
+    if script.startswith("-m "):
+        return ["-m", script[3:].strip()]
+    return [script]
+
+
 class RunInputError(ValueError):
     """A run request that cannot be started as asked (bad script, timeout, GPUs, env)."""
 
@@ -515,7 +523,7 @@ class _Run:
                 isolation.RUN_UID_COUNT)
         return isolation.SandboxSpec(
             kind=kind, network=self.cfg.run.network, python=python,
-            argv=[*self.record.script.split(" ", 1), *self.record.args], work_dir=self.work_dir,
+            argv=[*target_argv(self.record.script), *self.record.args], work_dir=self.work_dir,
             run_dir=self.run_dir, probe_dir=self.probe_dir, home_dir=self.home_dir,
             harness_dir=HARNESS_DIR, dataset_root=Path(self.cfg.dataset_cache_root),
             readonly=isolation.interpreter_roots(python),

@@ -26,6 +26,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-file", help="write logs here instead of stderr")
     serve.add_argument("-v", "--verbose", action="store_true")
 
+    mcp = sub.add_parser("mcp", help="serve the same operations as MCP tools over stdio "
+                         "(for coding agents; needs labls[mcp])")
+    mcp.add_argument("--workspace", help="the workspace (default: the current folder)")
+    mcp.add_argument("--log-file", help="write logs here instead of stderr")
+    mcp.add_argument("-v", "--verbose", action="store_true")
+
     run = sub.add_parser("run", help="run a script in the sandbox, time-boxed, metrics captured")
     run.add_argument("script", help="path relative to the workspace (the current folder)")
     run.add_argument("args", nargs=argparse.REMAINDER,
@@ -86,6 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .main import serve
 
         return serve(log_file=args.log_file, verbose=args.verbose)
+    if args.verb == "mcp":
+        return _mcp(args)
     if args.verb == "datasets":
         return _datasets(args)
     if args.verb == "trust":
@@ -103,6 +111,29 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return int(getattr(cli_runs, args.verb)(args))
     return 2
+
+
+def _mcp(args: argparse.Namespace) -> int:
+    """`labls mcp`: the MCP server, logs to stderr (or a file): stdout is the wire."""
+    import logging
+
+    handler: logging.Handler = (logging.FileHandler(args.log_file) if args.log_file
+                                else logging.StreamHandler(sys.stderr))
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        handlers=[handler], format="%(asctime)s %(name)s %(message)s")
+    try:
+        from labls.mcpserver.server import main as serve_mcp
+    except ImportError as exc:
+        sys.stderr.write(f"labls mcp: the MCP SDK is not installed ({exc}): "
+                         "pip install 'labls[mcp]'\n")
+        return 2
+    from pathlib import Path
+
+    root = Path(args.workspace or Path.cwd()).resolve()
+    if not root.is_dir():
+        sys.stderr.write(f"labls mcp: no such workspace folder: {root}\n")
+        return 2
+    return serve_mcp(root)
 
 
 def _trust(args: argparse.Namespace) -> int:
