@@ -1,4 +1,5 @@
-"""Imports go one way: server → lab → sandbox, and server/lab → prompts (DESIGN.md)."""
+"""Imports go one way: the front-ends (server/, mcpserver/) → lab → sandbox, and lab →
+prompts; only server/ speaks LSP and only mcpserver/ the MCP SDK (DESIGN.md)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 # package folder → the labls subpackages and third-party roots it must never import
+FRONT_ENDS = {"labls.server", "labls.mcpserver"}
+PROTOCOLS = {"pygls", "lsprotocol", "mcp", "mcp_types"}
 FORBIDDEN = {
-    "sandbox": {"labls.server", "labls.lab", "labls.prompts", "pygls", "lsprotocol"},
-    "prompts": {"labls.server", "labls.lab", "labls.sandbox", "pygls", "lsprotocol"},
-    "lab": {"labls.server", "pygls", "lsprotocol"},
+    "sandbox": FRONT_ENDS | PROTOCOLS | {"labls.lab", "labls.prompts"},
+    "prompts": FRONT_ENDS | PROTOCOLS | {"labls.lab", "labls.sandbox"},
+    "lab": FRONT_ENDS | PROTOCOLS,
+    "mcpserver": {"labls.server", "pygls", "lsprotocol"},
+    "server": {"mcp", "mcp_types"},  # (its CLI starts labls.mcpserver, the SDK stays there)
 }
 
 
