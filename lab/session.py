@@ -187,8 +187,11 @@ class LabSession:
 
         return Experiment(self.engine, self.config, wait)
 
-    def history(self, limit: int = 1000) -> list[dict[str, Any]]:
-        return self.engine.registry.ledger(limit)
+    def history(self, prm: p.HistoryParams, command: str) -> dict[str, Any]:
+        """The experiment ledger, most recent first."""
+        if not 1 <= prm.limit <= 10_000:
+            raise p.invalid(command, "limit", f"must be 1..10000, got {prm.limit}")
+        return {"experiments": self.engine.registry.ledger(prm.limit)}
 
     # --- autonomous loops -----------------------------------------------------------------------
     def loop_spec(self, prm: p.LoopStartParams, command: str) -> Any:

@@ -112,12 +112,6 @@ def _loop_start(lab: Lab, prm: p.LoopStartParams) -> dict[str, Any]:
     return {"loopId": lab.session.loop_start(spec).loop_id}
 
 
-def _history(lab: Lab, prm: p.HistoryParams) -> dict[str, Any]:
-    if not 1 <= prm.limit <= 10_000:
-        raise p.invalid("labls.history", "limit", f"must be 1..10000, got {prm.limit}")
-    return {"experiments": lab.session.history(prm.limit)}
-
-
 TOOLS = [
     Tool("datasets_list", "labls.datasets.list", p.Empty,
          "The configured dataset cache root and which datasets are really there.",
@@ -160,7 +154,8 @@ TOOLS = [
     Tool("loop_stop", "labls.loop.stop", p.LoopIdParams, "Stop a loop; its state.",
          lambda lab, prm: lab.session.loop_stop(prm.loop_id, "labls.loop.stop")),
     Tool("history", "labls.history", p.HistoryParams,
-         "The experiment ledger (keep / discard / crash), most recent first.", _history),
+         "The experiment ledger (keep / discard / crash), most recent first.",
+         lambda lab, prm: lab.session.history(prm, "labls.history")),
 ]
 BY_NAME = {t.name: t for t in TOOLS}
 

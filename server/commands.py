@@ -43,24 +43,21 @@ def _in_thread(fn: Callable[..., Any], *args: Any) -> Awaitable[Any]:
     return asyncio.to_thread(fn, *args)
 
 
-async def datasets_list(ls: LabServer, raw: Any) -> dict[str, Any]:
+async def datasets_list(ls: LabServer, prm: p.Empty) -> dict[str, Any]:
     from labls.lab.session import datasets_of
 
-    p.structure(raw, p.Empty, "labls.datasets.list")
     return await _in_thread(datasets_of, ls.config)  # (needs no registry)
 
 
-async def prompt_render(ls: LabServer, raw: Any) -> dict[str, Any]:
+async def prompt_render(ls: LabServer, prm: p.PromptRenderParams) -> dict[str, Any]:
     from labls.lab.session import render_prompt
 
-    prm = p.structure(raw, p.PromptRenderParams, "labls.prompt.render")
     record_of = ls.require_session().record if "runId" in prm.vars else None
     return await _in_thread(render_prompt, ls.config, ls.root, prm, "labls.prompt.render",
                             record_of)
 
 
-async def run_start(ls: LabServer, raw: Any) -> dict[str, Any]:
-    prm = p.structure(raw, p.RunStartParams, "labls.run.start")
+async def run_start(ls: LabServer, prm: p.RunStartParams) -> dict[str, Any]:
     runs = ls.require_runs()
     record = await runs.start(prm, current_work_done_token.get())
     if prm.wait:
@@ -68,34 +65,29 @@ async def run_start(ls: LabServer, raw: Any) -> dict[str, Any]:
     return {"runId": record.run_id, "state": record.state}
 
 
-async def run_get(ls: LabServer, raw: Any) -> dict[str, Any]:
-    prm = p.structure(raw, p.RunGetParams, "labls.run.get")
+async def run_get(ls: LabServer, prm: p.RunGetParams) -> dict[str, Any]:
     return await _in_thread(ls.require_session().get, prm, "labls.run.get")
 
 
-async def run_cancel(ls: LabServer, raw: Any) -> dict[str, Any]:
-    prm = p.structure(raw, p.RunIdParams, "labls.run.cancel")
+async def run_cancel(ls: LabServer, prm: p.RunIdParams) -> dict[str, Any]:
     record = await _in_thread(ls.require_session().cancel, prm.run_id, "labls.run.cancel")
     return record.to_wire()
 
 
-async def run_list(ls: LabServer, raw: Any) -> dict[str, Any]:
-    prm = p.structure(raw, p.RunListParams, "labls.run.list")
+async def run_list(ls: LabServer, prm: p.RunListParams) -> dict[str, Any]:
     records = await _in_thread(ls.require_session().recent, prm, "labls.run.list")
     return {"runs": [r.to_wire() for r in records]}
 
 
-async def run_compare(ls: LabServer, raw: Any) -> dict[str, Any]:
-    prm = p.structure(raw, p.RunCompareParams, "labls.run.compare")
+async def run_compare(ls: LabServer, prm: p.RunCompareParams) -> dict[str, Any]:
     return await _in_thread(ls.require_session().compare_runs, prm, "labls.run.compare")
 
 
-async def edit_apply(ls: LabServer, raw: Any) -> dict[str, Any]:
+async def edit_apply(ls: LabServer, prm: p.EditApplyParams) -> dict[str, Any]:
     from labls.lab.session import STEP_BUSY, edit_refused
 
     from . import edits
 
-    prm = p.structure(raw, p.EditApplyParams, "labls.edit.apply")
     session = ls.require_session()
     if not prm.dry_run and session.step_running():
         return edit_refused(STEP_BUSY)
@@ -103,59 +95,55 @@ async def edit_apply(ls: LabServer, raw: Any) -> dict[str, Any]:
     return await edits.apply(ls, plan, prm.dry_run)
 
 
-async def experiment_step(ls: LabServer, raw: Any) -> dict[str, Any]:
-    prm = p.structure(raw, p.ExperimentStepParams, "labls.experiment.step")
+async def experiment_step(ls: LabServer, prm: p.ExperimentStepParams) -> dict[str, Any]:
     return await _in_thread(ls.require_session().step, prm, "labls.experiment.step")
 
 
-async def loop_start(ls: LabServer, raw: Any) -> dict[str, Any]:
-    prm = p.structure(raw, p.LoopStartParams, "labls.loop.start")
+async def loop_start(ls: LabServer, prm: p.LoopStartParams) -> dict[str, Any]:
     session = ls.require_session()
     spec = session.loop_spec(prm, "labls.loop.start")
     state = await _in_thread(session.loop_start, spec)
     return {"loopId": state.loop_id}
 
 
-async def loop_get(ls: LabServer, raw: Any) -> dict[str, Any]:
-    prm = p.structure(raw, p.LoopIdParams, "labls.loop.get")
+async def loop_get(ls: LabServer, prm: p.LoopIdParams) -> dict[str, Any]:
     return await _in_thread(ls.require_session().loop_get, prm.loop_id, "labls.loop.get")
 
 
-async def loop_stop(ls: LabServer, raw: Any) -> dict[str, Any]:
-    prm = p.structure(raw, p.LoopIdParams, "labls.loop.stop")
+async def loop_stop(ls: LabServer, prm: p.LoopIdParams) -> dict[str, Any]:
     return await _in_thread(ls.require_session().loop_stop, prm.loop_id, "labls.loop.stop")
 
 
-async def history(ls: LabServer, raw: Any) -> dict[str, Any]:
-    prm = p.structure(raw, p.HistoryParams, "labls.history")
-    if not 1 <= prm.limit <= 10_000:
-        raise p.invalid("labls.history", "limit", f"must be 1..10000, got {prm.limit}")
-    return {"experiments": await _in_thread(ls.require_session().history, prm.limit)}
+async def history(ls: LabServer, prm: p.HistoryParams) -> dict[str, Any]:
+    return await _in_thread(ls.require_session().history, prm, "labls.history")
 
 
-COMMANDS: dict[str, Handler] = {
-    "labls.datasets.list": datasets_list,
-    "labls.prompt.render": prompt_render,
-    "labls.run.start": run_start,
-    "labls.run.get": run_get,
-    "labls.run.cancel": run_cancel,
-    "labls.run.list": run_list,
-    "labls.run.compare": run_compare,
-    "labls.edit.apply": edit_apply,
-    "labls.experiment.step": experiment_step,
-    "labls.loop.start": loop_start,
-    "labls.loop.get": loop_get,
-    "labls.loop.stop": loop_stop,
-    "labls.history": history,
+# command → (its params model in lab/params.py, by name: loaded on first use; its handler)
+COMMANDS: dict[str, tuple[str, Handler]] = {
+    "labls.datasets.list": ("Empty", datasets_list),
+    "labls.prompt.render": ("PromptRenderParams", prompt_render),
+    "labls.run.start": ("RunStartParams", run_start),
+    "labls.run.get": ("RunGetParams", run_get),
+    "labls.run.cancel": ("RunIdParams", run_cancel),
+    "labls.run.list": ("RunListParams", run_list),
+    "labls.run.compare": ("RunCompareParams", run_compare),
+    "labls.edit.apply": ("EditApplyParams", edit_apply),
+    "labls.experiment.step": ("ExperimentStepParams", experiment_step),
+    "labls.loop.start": ("LoopStartParams", loop_start),
+    "labls.loop.get": ("LoopIdParams", loop_get),
+    "labls.loop.stop": ("LoopIdParams", loop_stop),
+    "labls.history": ("HistoryParams", history),
 }
 
 
-def _translated(name: str, handler: Handler) -> Callable[..., Awaitable[Any]]:
-    """pygls calls a command with its arguments spread; the lab core's refusals are -32602."""
+def _translated(name: str, model: str, handler: Handler) -> Callable[..., Awaitable[Any]]:
+    """pygls calls a command with its arguments spread: here they are structured into the
+    command's params model, and the lab core's refusals become -32602."""
 
     async def command(ls: LabServer, *args: Any) -> Any:
         try:
-            return await handler(ls, _one_object(args, name))
+            prm = p.structure(_one_object(args, name), getattr(p, model), name)
+            return await handler(ls, prm)
         except LabError as exc:
             raise JsonRpcInvalidParams(str(exc)) from None
 
@@ -164,5 +152,5 @@ def _translated(name: str, handler: Handler) -> Callable[..., Awaitable[Any]]:
 
 
 def register(server: LabServer) -> None:
-    for name, handler in COMMANDS.items():
-        server.command(name)(_translated(name, handler))
+    for name, (model, handler) in COMMANDS.items():
+        server.command(name)(_translated(name, model, handler))

@@ -343,7 +343,7 @@ async def test_a_run_with_many_metric_keys_is_listed_and_announced_bounded(clien
     some = await command(client, "labls.run.get", {"runId": full["runId"],
                                                   "fields": ["state", "metricsSource"]})
     assert some == {"runId": full["runId"], "state": "succeeded", "metricsSource": "stdout"}
-    with pytest.raises(JsonRpcInvalidParams, match="fields.*names no field.*nope"):
+    with pytest.raises(JsonRpcInvalidParams, match=r"fields.*names no field.*nope"):
         await command(client, "labls.run.get", {"runId": full["runId"], "fields": ["nope"]})
     metrics_diag = diags(client, ws, "wide.py")["metrics"]
     assert metrics_diag.data["metricsCount"] == 20001 and len(metrics_diag.data["metrics"]) <= 51
