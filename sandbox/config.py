@@ -380,3 +380,16 @@ def to_wire(obj: Any) -> Any:
 def camel_case(name: str) -> str:
     head, *rest = name.split("_")
     return head + "".join(p.title() for p in rest)
+
+
+WORKSPACE_MARKERS = ("labls.toml", "pyproject.toml", ".git")
+
+
+def find_workspace(start: Path) -> Path:
+    """The workspace a command run in `start` means: the nearest folder at or above it holding
+    `labls.toml`, `pyproject.toml` or `.git` (as git finds its repository), else `start`."""
+    start = start.resolve()
+    for folder in (start, *start.parents):
+        if any((folder / marker).exists() for marker in WORKSPACE_MARKERS):
+            return folder
+    return start

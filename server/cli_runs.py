@@ -6,6 +6,7 @@ Exit code 0 only when the run succeeded.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -34,19 +35,33 @@ class _ProgressLine(RunListener):
         self.stream.flush()
 
 
+EXIT_CODES = {"succeeded": 0, "failed": 1, "timedOut": 3, "cancelled": 4, "interrupted": 5}
+REFUSED = 2  # bad arguments, a refused request (as argparse's own)
+
+
+def in_workspace(path: str, workspace: Path) -> str:
+    """A path the user typed in the current folder, as the workspace-relative path labls takes
+    (a module run, `-m name`, as it is)."""
+    if path.startswith("-m ") or Path(path).is_absolute():
+        return path
+    full = Path(os.path.normpath(Path.cwd() / path))
+    return str(full.relative_to(workspace)) if full.is_relative_to(workspace) else path
+
+
 def run(args: Any, launcher: Launcher | None = None) -> int:
-    workspace = Path.cwd()
+    workspace = config.find_workspace(Path.cwd())
     cfg, problems = config.load(workspace)
     for problem in problems:
         sys.stderr.write(f"{problem}\n")
     engine = Engine(workspace, cfg, _ProgressLine(sys.stderr), launcher)
     try:
         try:
-            record = engine.start(RunRequest(args.script, list(args.args), args.timeout,
+            record = engine.start(RunRequest(in_workspace(args.script, workspace),
+                                             list(args.args), args.timeout,
                                              label=args.label or ""))
         except RunInputError as exc:
             sys.stderr.write(f"labls run: {exc}\n")
-            return 2
+            return REFUSED
         interrupted = threading.Event()
 
         def on_signal(signum: int, frame: Any) -> None:
@@ -62,7 +77,7 @@ def run(args: Any, launcher: Launcher | None = None) -> int:
     assert final is not None
     sys.stderr.write("\n" if sys.stderr.isatty() else "")
     sys.stdout.write(summary(final))
-    return 0 if final.state == "succeeded" else 1
+    return EXIT_CODES.get(final.state, 1)
 
 
 def summary(r: RunRecord) -> str:
@@ -86,12 +101,19 @@ def _registry() -> tuple[Any, Any]:
     """The current workspace's config and run registry."""
     from labls.sandbox.registry import Registry
 
-    cfg, _ = config.load(Path.cwd())
-    return cfg, Registry(cfg.state_path(Path.cwd()) / "labls.db")
+    workspace = config.find_workspace(Path.cwd())
+    cfg, _ = config.load(workspace)
+    return cfg, Registry(cfg.state_path(workspace) / "labls.db")
 
 
 def runs(args: Any) -> int:
     cfg, registry = _registry()
+    if args.json:
+        import json
+
+        for r in registry.recent(args.limit, args.state):  # one summary per line (jq -c)
+            sys.stdout.write(json.dumps(r.to_wire()) + "\n")
+        return 0
     judged = cfg.metric.name
     sys.stdout.write(f"{'run':<23} {'state':<11} {'duration':>9} {judged:>12}  script\n")
     for r in registry.recent(args.limit, args.state):
@@ -103,11 +125,28 @@ def runs(args: Any) -> int:
     return 0
 
 
+def find_run(registry: Any, wanted: str) -> tuple[Any, str]:
+    """The run `wanted` names: an id, `last`, or a unique prefix of an id; else why not."""
+    ids = registry.run_ids()  # newest first
+    if wanted == "last":
+        matches = ids[:1]
+    else:
+        matches = [i for i in ids if i == wanted] or [i for i in ids if i.startswith(wanted)]
+    if len(matches) == 1:
+        return registry.get(matches[0]), ""
+    if not matches:
+        return None, f"no run {wanted!r}"
+    return None, f"{wanted!r} is the start of {len(matches)} run ids: {', '.join(matches[:5])}"
+
+
 def show(args: Any) -> int:
-    record = _registry()[1].get(args.run_id)
+    registry = _registry()[1]
+    record, why = find_run(registry, args.run_id)
     if record is None:
-        sys.stderr.write(f"labls show: no run {args.run_id!r}\n")
-        return 2
+        sys.stderr.write(f"labls show: {why}\n")
+        return REFUSED
+    if args.follow:
+        record = _follow(registry, record)
     if args.json:
         import json  # here only: `labls run` reaches json after its run has started
 
@@ -117,14 +156,36 @@ def show(args: Any) -> int:
     return 0
 
 
+def _follow(registry: Any, record: RunRecord) -> RunRecord:
+    """Copy the run's log to stdout as it grows (as `tail -f` does, by polling), until the run
+    is final and its log read to the end; the final record."""
+    done = 0
+    while True:
+        final = record.final
+        try:
+            with open(record.log_path, "rb") as log:
+                log.seek(done)
+                chunk = log.read()
+        except OSError:
+            chunk = b""
+        done += len(chunk)
+        sys.stdout.write(chunk.decode("utf-8", "replace"))
+        sys.stdout.flush()
+        if final:
+            return record
+        time.sleep(0.2)
+        record = registry.get(record.run_id) or record
+
+
 def gc(args: Any) -> int:
     """What `labls gc` frees: shown with sizes, removed only with --yes."""
     from labls.sandbox import gc as collector
 
     cfg, registry = _registry()
     keep = cfg.run.keep if args.keep is None else args.keep
-    items = collector.plan(cfg.state_path(Path.cwd()), keep, registry.unfinished_or_kept(),
-                           registry.run_ids(), logs=args.logs)
+    state_dir = cfg.state_path(config.find_workspace(Path.cwd()))
+    items = collector.plan(state_dir, keep, registry.unfinished_or_kept(), registry.run_ids(),
+                           logs=args.logs)
     total = sum(i.size for i in items)
     for item in items:
         sys.stdout.write(f"{item.run_id:<23} {item.size / 1e6:>10.1f} MB  "
