@@ -42,7 +42,7 @@ demo: setup
 
 lint: setup
 	$(BIN)/ruff check .
-	$(BIN)/mypy server sandbox lab prompts labls_pkg
+	tools/typecheck
 
 test: lint
 	$(BIN)/python -m pytest -q

@@ -208,7 +208,7 @@ def build(lab: Lab) -> Server[Any]:
             return _error(f"no tool {params.name!r}; tools: {', '.join(BY_NAME)}")
         try:
             lab.refresh()
-            prm = p.structure(params.arguments, tool.params, tool.command)
+            prm: Any = p.structure(params.arguments, tool.params, tool.command)
             if tool.name == "run_wait":
                 return _result(await _wait(lab, prm, ctx))
             return _result(await anyio.to_thread.run_sync(tool.call, lab, prm))

@@ -5,7 +5,6 @@ verbs it shares with the servers (compare, edit, prompt)."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
