@@ -5,11 +5,20 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+INSPECTOR := .tools/mcp-inspector/node_modules/.bin/mcp-inspector
 APT_PACKAGES := bubblewrap libseccomp2 git neovim
 
 .PHONY: setup system demo test lint bench clean
 
-setup: system $(STAMP)
+setup: system $(STAMP) $(INSPECTOR)
+
+# The MCP Inspector's CLI (npm), which tests/e2e/test_mcp.py drives labls mcp with; without npm
+# that test says it is skipped and why.
+$(INSPECTOR):
+	@if command -v npm >/dev/null; then \
+	  npm install --silent --no-audit --no-fund --prefix .tools/mcp-inspector \
+	    @modelcontextprotocol/inspector@0.15.0; \
+	else echo "warning: npm is missing: the MCP Inspector test is skipped"; fi
 
 # apt-get what is missing, when we are root and apt exists; otherwise say what to install.
 system:

@@ -122,7 +122,8 @@ TOOLS = [
          lambda lab, prm: lab.session.render_prompt(prm, "labls.prompt.render")),
     Tool("run_start", "labls.run.start", p.RunStartParams,
          "Start a sandboxed run of a workspace script (no network, datasets read-only, a hard "
-         "time budget); answers {runId, state} at once: then run_wait.", _run_start),
+         "time budget); answers {runId, state} at once: then run_wait (`wait: true` waits "
+         f"here, at most {WAIT_MAX_SEC:g} s).", _run_start),
     Tool("run_wait", "labls.run.wait", RunWaitParams,
          f"Wait for a run to end, at most timeoutSec (default {WAIT_DEFAULT_SEC:g}, max "
          f"{WAIT_MAX_SEC:g}); the run record, final or as it is then. Reports progress.",
@@ -211,6 +212,10 @@ def build(lab: Lab) -> Server[Any]:
             prm: Any = p.structure(params.arguments, tool.params, tool.command)
             if tool.name == "run_wait":
                 return _result(await _wait(lab, prm, ctx))
+            if tool.name == "run_start" and prm.wait:  # as run_start, then run_wait at most
+                started = await anyio.to_thread.run_sync(tool.call, lab, prm)
+                return _result(await _wait(lab, RunWaitParams(started["runId"], WAIT_MAX_SEC),
+                                           ctx))
             return _result(await anyio.to_thread.run_sync(tool.call, lab, prm))
         except LabError as exc:
             return _error(str(exc))

@@ -137,3 +137,40 @@ async def test_an_edit_applies_on_disk_and_a_mismatch_is_data(ws) -> None:
                                                                "text": block}))
         assert missed["ok"] is False and missed["failures"]
         assert (ws / "train.py").read_text() == "print('val_bpb: 0.5')\n"
+
+
+INSPECTOR = Path(__file__).resolve().parents[2] / ".tools" / "mcp-inspector" / "node_modules" / (
+    ".bin/mcp-inspector")
+
+
+def inspector(ws: Path, *args: str) -> Any:
+    """One call of the MCP Inspector's CLI (an independent client, in Node) on `labls mcp`."""
+    import subprocess
+
+    done = subprocess.run([str(INSPECTOR), "--cli", sys.executable, "-m", "labls.server.cli",
+                           "mcp", "--workspace", str(ws), *args], capture_output=True, text=True,
+                          timeout=180, cwd=ws)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return json.loads(done.stdout)
+
+
+@pytest.mark.skipif(not INSPECTOR.exists(), reason="the MCP Inspector is not installed (npm is "
+                    "missing: `make setup` installs it where npm exists)")
+def test_the_mcp_inspector_cli_lists_calls_and_gets_tool_errors(ws) -> None:
+    from labls.lab import params as p
+
+    listed = inspector(ws, "--method", "tools/list")
+    tools = {t["name"]: t for t in listed["tools"]}
+    assert tools["run_get"]["inputSchema"] == p.json_schema(p.RunGetParams)
+    done = inspector(ws, "--method", "tools/call", "--tool-name", "run_start",
+                     "--tool-arg", "script=train.py", "--tool-arg", "wait=true")
+    assert done["isError"] is False, done
+    record = done["structuredContent"]
+    assert record["state"] == "succeeded" and record["metrics"]["val_bpb"] == 0.93, record
+    again = inspector(ws, "--method", "tools/call", "--tool-name", "run_get",
+                      "--tool-arg", f"runId={record['runId']}")  # another process: the registry
+    assert again["structuredContent"]["metrics"] == record["metrics"]
+    refused = inspector(ws, "--method", "tools/call", "--tool-name", "run_get",
+                        "--tool-arg", "runId=nope")
+    assert refused["isError"] is True
+    assert refused["content"][0]["text"] == "labls.run.get: field 'runId' names no run: 'nope'"
