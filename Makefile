@@ -47,7 +47,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: setup
-	$(BIN)/python -m labls.lab.demo
+	$(BIN)/python -m tools.demo
 
 lint: setup
 	$(BIN)/ruff check .

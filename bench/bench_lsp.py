@@ -17,7 +17,7 @@ from pathlib import Path
 
 from common import summary_ms, write_results
 
-from labls.lab.rpc_client import LspClient
+from tools.rpc_client import LspClient
 
 FLOOD = """
 import sys, time

@@ -20,7 +20,7 @@ from pathlib import Path
 from bench_wide import SCRIPT  # the same run of N keys
 from common import percentile, write_results
 
-from labls.lab.rpc_client import LspClient
+from tools.rpc_client import LspClient
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from common import summary_ms, write_results
 
-from labls.lab.rpc_client import LspClient
+from tools.rpc_client import LspClient
 
 HERE = Path(__file__).resolve().parent
 

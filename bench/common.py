@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import statistics
+import sys
 from pathlib import Path
 from typing import Any
 
 OUT = Path(__file__).resolve().parent / "out"
+# the repository's own tools (the JSON-RPC client) for a bench run as `python bench/x.py`
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def percentile(samples: list[float], q: float) -> float:

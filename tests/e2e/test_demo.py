@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from labls.lab.demo import run_demo
+from tools.demo import run_demo
 
 
 def test_demo_path_passes_every_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from labls.lab.rpc_client import LspClient, RpcError
+from tools.rpc_client import LspClient, RpcError
 
 
 def alive(marker: str) -> bool:

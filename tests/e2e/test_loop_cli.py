@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from labls.lab.rpc_client import LspClient
 from tests.fakellm import FakeLLM
 from tests.helpers import trust
+from tools.rpc_client import LspClient
 
 pytest.importorskip("aider")
 TRAIN = ("import os, time\nLR = 0.1\ntime.sleep(float(os.environ.get('SLOW', '0')))\n"

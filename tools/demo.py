@@ -26,8 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from labls.lab.rpc_client import LspClient
 from labls.sandbox.staging import stage_digits
+from tools.rpc_client import LspClient
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "digits-norms"
 
