@@ -337,9 +337,7 @@ class _Run:
             self.record.device = "cuda" if slot.gpus else "cpu"
             pump = self._launch(slot)
             self._supervise(pump)
-            from . import judge
-
-            self._end(*judge.judge(self, pump))
+            self._judged(pump)
         except InterruptedError:
             self._end("cancelled", make_error("cancelled", "cancelled while queued"))
         except isolation.RunRefused as exc:
@@ -602,7 +600,7 @@ class _Run:
         self._kill_everything()
         from . import judge
 
-        self.stack_frames = judge.stack_frames(self)
+        self.stack_frames = judge.stack_frames(self, self.record.warnings)
 
     def _kill_everything(self, sweep: bool = True) -> None:
         assert self.proc is not None
@@ -617,6 +615,34 @@ class _Run:
     def _on_metrics(self, parsed: MetricSet) -> None:
         self.record.metrics = {k: v for k, v in parsed.values.items() if v == v}
         self.record.dataset_used = list(parsed.stamps)
+
+    def _judged(self, pump: OutputPump) -> None:
+        """The run's processes are gone: what it left behind, judged, into its record."""
+        from . import judge
+
+        assert self.proc is not None
+        record = self.record
+        record.log_tail = pump.tail()
+        self.sampler.stop()
+        record.peak_gpu_mem_mb, record.mean_gpu_util = self.sampler.peak_mb, self.sampler.mean_util
+        code = self.proc.returncode
+        record.exit_code = code if code is not None and code >= 0 else None
+        record.signal = -code if code is not None and code < 0 else None
+        verdict = judge.judge(self, pump)
+        merged = verdict.metrics
+        record.metrics, record.metric_sources = merged.metrics, merged.sources
+        record.metrics_source = merged.source
+        record.structured = {"conditions": merged.conditions, "nonFinite": merged.non_finite,
+                             "seriesLengths": merged.series_seen}
+        self.series = merged.series
+        record.dataset_used = verdict.dataset_used
+        record.provenance = verdict.provenance
+        record.network_attempts = verdict.network_attempts
+        record.traceback = verdict.traceback
+        record.warnings += verdict.warnings
+        if self.view is not None and self.request.writable_datasets and code == 0:
+            self.view.merge_writes()
+        self._end(verdict.state, verdict.error)
 
     def _end(self, state: str, error: dict[str, Any] | None) -> None:
         self.record.state = state

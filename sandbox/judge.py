@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,77 +32,80 @@ def prepare(config: Config) -> None:
     datasets.all_specs(config.datasets)
 
 
-def judge(run: _Run, pump: OutputPump) -> tuple[str, dict[str, Any] | None]:
-    """Fill the record from what the run left behind; its final state and error."""
+@dataclass
+class Verdict:
+    """What judging found; the engine writes it into the record (the judge writes nothing)."""
+
+    state: str
+    error: dict[str, Any] | None
+    metrics: metrics.Merged
+    provenance: dict[str, Any]
+    dataset_used: list[str]
+    network_attempts: list[dict[str, Any]]
+    traceback: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[dict[str, Any]] = field(default_factory=list)  # the run's inputs refused
+
+
+def judge(run: _Run, pump: OutputPump) -> Verdict:
+    """The verdict on what the run left behind: metrics from every source, provenance, and
+    the final state with its error."""
     assert run.proc is not None
-    record = run.record
-    record.log_tail = pump.tail()
-    run.sampler.stop()
-    record.peak_gpu_mem_mb = run.sampler.peak_mb
-    record.mean_gpu_util = run.sampler.mean_util
-    code = run.proc.returncode
-    record.exit_code = code if code is not None and code >= 0 else None
-    record.signal = -code if code is not None and code < 0 else None
-    merged = metrics.merge(_metric_sources(run, pump))
-    record.metrics = merged.metrics
-    record.metric_sources = merged.sources
-    record.metrics_source = merged.source
-    record.structured = {"conditions": merged.conditions, "nonFinite": merged.non_finite,
-                         "seriesLengths": merged.series_seen}
-    run.series = merged.series
-    record.dataset_used = list(pump.parsed.stamps)
+    warnings: list[dict[str, Any]] = []
+    merged = metrics.merge(_metric_sources(run, pump, warnings))
     probe = provenance.read_probe(run.probe_dir)
-    record.warnings += [p.wire() for p in probe.problems]
+    warnings += [p.wire() for p in probe.problems]
     specs = datasets.all_specs(run.cfg.datasets)
     scan = datasets.scan(run.cfg.dataset_cache_root, run.cfg.datasets)
     note = run.observer_note or (run.reads.note if run.reads else "")
-    record.provenance = provenance.verdict(pump.parsed.stamps, run.reads, scan, specs,
-                                           probe.opened, note)
-    record.network_attempts = [_relative(run, e) for e in probe.network]
+    verdict = Verdict(
+        "", None, merged, provenance.verdict(pump.parsed.stamps, run.reads, scan, specs,
+                                             probe.opened, note),
+        list(pump.parsed.stamps), [_relative(run, e) for e in probe.network], warnings=warnings)
     if run.net_attempts:  # counted by the kernel outside the run: the hook's lines may be gone
-        record.network_attempts.append({"event": "blocked", "count": run.net_attempts,
-                                        "observer": "kernel", "local": False})
-    if run.view is not None and run.request.writable_datasets and run.proc.returncode == 0:
-        run.view.merge_writes()
-    return _outcome(run, merged, probe)
+        verdict.network_attempts.append({"event": "blocked", "count": run.net_attempts,
+                                         "observer": "kernel", "local": False})
+    verdict.state, verdict.error = _outcome(run, merged, probe, verdict)
+    return verdict
 
 
-def stack_frames(run: _Run) -> list[provenance.Frame]:
+def stack_frames(run: _Run, warnings: list[dict[str, Any]]) -> list[provenance.Frame]:
     """Where the run's code was when it was stopped (the faulthandler dump), or nothing."""
-    data = _untrusted(run, run.probe_dir, "stack.txt", 4 << 20)
+    data = _untrusted(warnings, run.probe_dir, "stack.txt", 4 << 20)
     return provenance.parse_stack_dump(data.decode("utf-8", "replace"), run.work_dir)
 
 
-def _untrusted(run: _Run, base: Path, rel: str, limit: int = untrusted.MAX_FILE) -> bytes:
-    """A file of the run's, read as hostile input; a refusal becomes a warning on the record."""
+def _untrusted(warnings: list[dict[str, Any]], base: Path, rel: str,
+               limit: int = untrusted.MAX_FILE) -> bytes:
+    """A file of the run's, read as hostile input; a refusal becomes a warning."""
     try:
         return untrusted.read_bytes(base, rel, limit) or b""
     except (untrusted.Refused, OSError) as exc:
-        run.record.warnings.append(untrusted.Problem(f"{base.name}/{rel}", str(exc)).wire())
+        warnings.append(untrusted.Problem(f"{base.name}/{rel}", str(exc)).wire())
         return b""
 
 
-def _metric_sources(run: _Run, pump: OutputPump) -> dict[str, metrics.MetricSet]:
+def _metric_sources(run: _Run, pump: OutputPump,
+                    warnings: list[dict[str, Any]]) -> dict[str, metrics.MetricSet]:
     found = {"stdout": pump.parsed}
-    harness = _untrusted(run, run.probe_dir, "metrics.jsonl")
+    harness = _untrusted(warnings, run.probe_dir, "metrics.jsonl")
     if harness:
         found["harness"] = metrics.parse_harness_lines(untrusted.lines(harness))
     for rel in ("results.json", "results/results.json"):
         if not run.wrote(rel):  # only what this run wrote, not the workspace's own file
             continue
-        data = _untrusted(run, run.work_dir, rel)
+        data = _untrusted(warnings, run.work_dir, rel)
         if not data:
             continue
         try:
             found["resultsFile"] = metrics.parse_results_json(untrusted.loads(data))
             break
         except ValueError as exc:
-            run.record.warnings.append(untrusted.Problem(f"work/{rel}", str(exc)).wire())
+            warnings.append(untrusted.Problem(f"work/{rel}", str(exc)).wire())
     return found
 
 
-def _outcome(run: _Run, merged: metrics.Merged,
-             probe: provenance.ProbeEvents) -> tuple[str, dict[str, Any] | None]:
+def _outcome(run: _Run, merged: metrics.Merged, probe: provenance.ProbeEvents,
+             verdict: Verdict) -> tuple[str, dict[str, Any] | None]:
     if run.stop_reason is not None:
         frame = provenance.innermost_workspace_frame(run.stack_frames, newest_first=True)
         where = f" while running {frame.rel}:{frame.line} ({frame.func})" if frame else ""
@@ -118,7 +122,7 @@ def _outcome(run: _Run, merged: metrics.Merged,
                  and "pass_rate" in merged.metrics)
     if code != 0 and not tests_ran:
         # (pytest exits 1 when some tests fail: for a code experiment that is a result)
-        return "failed", _failure(run, probe)
+        return "failed", _failure(run, probe, verdict)
     judged = run.cfg.metric.name
     if judged in merged.non_finite:
         return "failed", make_error(
@@ -130,7 +134,7 @@ def _outcome(run: _Run, merged: metrics.Merged,
     return "succeeded", None
 
 
-def _failure(run: _Run, probe: provenance.ProbeEvents) -> dict[str, Any]:
+def _failure(run: _Run, probe: provenance.ProbeEvents, verdict: Verdict) -> dict[str, Any]:
     parsed = provenance.parse_traceback(_log_end(Path(run.record.log_path)), run.work_dir)
     code = run.proc.returncode if run.proc else None
     if run.cgroup and run.cgroup.hit_limit():
@@ -146,7 +150,7 @@ def _failure(run: _Run, probe: provenance.ProbeEvents) -> dict[str, Any]:
         kind = "oom" if code == -signal.SIGKILL and run.memory_mb else "exception"
         return make_error(kind, f"the run {how} without a Python traceback")
     frames, exception = parsed
-    run.record.traceback = [f.wire() for f in frames]
+    verdict.traceback = [f.wire() for f in frames]
     frame = provenance.innermost_workspace_frame(frames)
     exc_type = exception.split(":", 1)[0].rsplit(".", 1)[-1]
     remote = [e for e in probe.network if not e.get("local")]
