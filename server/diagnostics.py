@@ -54,16 +54,32 @@ def _find_line(lines: list[str] | None, needle: str) -> int | None:
     return None
 
 
+def script_file(script: str, read_lines: Lines) -> str | None:
+    """The workspace file a run's own diagnostics go on: its script, or for a module run
+    (`-m pkg.train`) the module's file if the workspace has it (`pkg/train.py`,
+    `pkg/train/__main__.py`); None for a module from elsewhere (`-m pytest`)."""
+    if not script.startswith("-m "):
+        return script
+    base = script[3:].strip().replace(".", "/")
+    return next((f for f in (f"{base}.py", f"{base}/__main__.py")
+                 if read_lines(f) is not None), None)
+
+
 def build(record: RunRecord, comparison: Comparison | None, read_lines: Lines,
           workspace: Path) -> dict[str, list[types.Diagnostic]]:
-    """Diagnostics by workspace-relative path."""
+    """Diagnostics by workspace-relative path. Those about the run as a whole go on its
+    script's file; a module run from outside the workspace has none, so they stay in the
+    record (errors in workspace files still go on those files)."""
     out: dict[str, list[types.Diagnostic]] = {}
-    script_lines = read_lines(record.script)
+    home = script_file(record.script, read_lines)
+    script_lines = read_lines(home) if home else None
 
-    def add(path: str, line: int | None, code: str, message: str,
+    def add(path: str | None, line: int | None, code: str, message: str,
             severity: types.DiagnosticSeverity, data: dict[str, Any] | None = None,
             related: list[types.DiagnosticRelatedInformation] | None = None) -> None:
-        lines = script_lines if path == record.script else read_lines(path)
+        if path is None:
+            return
+        lines = script_lines if path == home else read_lines(path)
         out.setdefault(path, []).append(types.Diagnostic(
             range=line_range(lines, line), message=message, severity=severity, code=code,
             source=SOURCE, data={"runId": record.run_id, **(data or {})},
@@ -71,9 +87,9 @@ def build(record: RunRecord, comparison: Comparison | None, read_lines: Lines,
 
     error = record.error
     if error and error["kind"] in ERROR_CODES and error["kind"] != "cancelled":
-        path = error.get("file") or record.script
-        if read_lines(path) is None:  # not a workspace file: put it on the script
-            path = record.script
+        path = error.get("file") or home
+        if path is None or read_lines(path) is None:  # not a workspace file: on the script
+            path = home
         hint = HINTS.get(error["kind"])
         message = error["message"] + (f"\n{hint}" if hint else "")
         related = [
@@ -91,15 +107,15 @@ def build(record: RunRecord, comparison: Comparison | None, read_lines: Lines,
     if prov.get("code") and record.state in ("succeeded", "failed") and (
             not error or error["kind"] not in ("datasetMissing", "network")):
         line = _find_line(script_lines, "DATASET_USED")
-        add(record.script, line, prov["code"], f"dataset provenance {prov['verdict']}: "
+        add(home, line, prov["code"], f"dataset provenance {prov['verdict']}: "
             f"{prov['reason']}", types.DiagnosticSeverity.Warning, {"provenance": prov})
 
     for warning in record.warnings:  # inputs of the run's that labls refused, a weak sandbox
-        add(record.script, None, warning.get("code", "warning"), warning.get("message", ""),
+        add(home, None, warning.get("code", "warning"), warning.get("message", ""),
             types.DiagnosticSeverity.Warning, {"warning": warning})
     weaker = (record.sandbox or {}).get("warning")
     if weaker:
-        add(record.script, None, "sandbox", f"this run had a weaker sandbox: {weaker}",
+        add(home, None, "sandbox", f"this run had a weaker sandbox: {weaker}",
             types.DiagnosticSeverity.Warning, {"sandbox": record.sandbox})
 
     if record.metrics:
@@ -108,7 +124,7 @@ def build(record: RunRecord, comparison: Comparison | None, read_lines: Lines,
         shown = list(bounded.metrics.items())[:6]
         summary = ", ".join(f"{k} = {v:.6g}" for k, v in shown)
         more = len(record.metrics) - len(shown)
-        add(record.script, None, "metrics",
+        add(home, None, "metrics",
             f"run {record.run_id} {record.state} in {record.duration_sec or 0:.1f} s: {summary}"
             + (f" (+{more} more)" if more > 0 else "") + f" [from {record.metrics_source}]",
             types.DiagnosticSeverity.Information,
@@ -117,7 +133,7 @@ def build(record: RunRecord, comparison: Comparison | None, read_lines: Lines,
 
     if comparison and comparison.verdict in ("improvement", "regression"):
         pct = f" ({comparison.pct:+.2f} %)" if comparison.pct is not None else ""
-        add(record.script, None, comparison.verdict,
+        add(home, None, comparison.verdict,
             f"{comparison.verdict}: {comparison.metric} {comparison.current:.6g} vs baseline "
             f"{comparison.baseline:.6g} (run {comparison.baseline_id}), Δ "
             f"{comparison.delta:+.6g}{pct}",

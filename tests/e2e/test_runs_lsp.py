@@ -347,3 +347,20 @@ async def test_a_run_with_many_metric_keys_is_listed_and_announced_bounded(clien
         await command(client, "labls.run.get", {"runId": full["runId"], "fields": ["nope"]})
     metrics_diag = diags(client, ws, "wide.py")["metrics"]
     assert metrics_diag.data["metricsCount"] == 20001 and len(metrics_diag.data["metrics"]) <= 51
+
+
+async def test_a_module_runs_diagnostics_go_on_its_file_or_stay_in_the_record(client, ws):
+    (ws / "pkg").mkdir()
+    write(ws, "pkg/__init__.py", "")
+    write(ws, "pkg/train.py", """
+        print("loss: 0.5")
+        raise ValueError("diverged")
+    """)
+    run = await command(client, "labls.run.start", {"script": "-m pkg.train", "wait": True})
+    assert run["state"] == "failed" and run["error"]["file"] == "pkg/train.py", run
+    on_file = diags(client, ws, "pkg/train.py")
+    assert on_file["exception"].range.start.line == 1 and "metrics" in on_file
+    outside = await command(client, "labls.run.start", {"script": "-m json.tool",
+                                                        "args": ["nope.json"], "wait": True})
+    assert outside["state"] == "failed", outside
+    assert not [uri for uri in client.diagnostics if "-m" in uri], list(client.diagnostics)
