@@ -95,7 +95,7 @@ class LabSession:
         if not 1 <= prm.limit <= 10_000:
             raise p.invalid(command, "limit", f"must be 1..10000, got {prm.limit}")
         if prm.state is not None and prm.state not in STATES:
-            raise p.invalid(command, "state", f"must be one of {sorted(STATES)}")
+            raise p.invalid(command, "state", f"must be one of {sorted(map(str, STATES))}")
         return self.engine.recent(prm.limit, prm.state)
 
     def baseline_for(self, record: RunRecord, baseline_id: str | None) -> RunRecord | None:

@@ -25,7 +25,7 @@ from .config import Config
 from .gpus import GpuSampler, GpuSlots, Slot, detect_gpus, gpu_device_nodes
 from .harness import HARNESS_DIR
 from .observe import RESOLVER, DatasetView, ObserverUnavailable, SandboxGate, sweep_stale_views
-from .records import RunRecord, finite, make_error
+from .records import ErrorKind, RunRecord, RunState, finite, make_error
 from .workdir import hand_over, populate
 from .workview import WorkView
 
@@ -339,19 +339,20 @@ class _Run:
             self._supervise(pump)
             self._judged(pump)
         except InterruptedError:
-            self._end("cancelled", make_error("cancelled", "cancelled while queued"))
+            self._end(RunState.CANCELLED, make_error(ErrorKind.CANCELLED, "cancelled while queued"))
         except isolation.RunRefused as exc:
-            self._end("failed", make_error(exc.kind, str(exc)))
+            self._end(RunState.FAILED, make_error(exc.kind, str(exc)))
         except ValueError as exc:  # e.g. GPUs asked for that this machine does not have
-            self._end("failed", make_error("refused", str(exc)))
+            self._end(RunState.FAILED, make_error(ErrorKind.REFUSED, str(exc)))
         except OSError as exc:
             if exc.errno in STATE_DIR_ERRNOS:  # the state dir is full or read-only: say which
-                self._end("failed", make_error("stateDir", f"labls could not prepare the run "
-                                               f"under {self.engine.state_dir}: {exc}"))
+                self._end(RunState.FAILED, make_error(
+                    ErrorKind.STATE_DIR, f"labls could not prepare the run under "
+                    f"{self.engine.state_dir}: {exc}"))
             else:
-                self._end("failed", make_error("internal", f"labls error: {exc!r}"))
+                self._end(RunState.FAILED, make_error(ErrorKind.INTERNAL, f"labls error: {exc!r}"))
         except Exception as exc:  # a bug of ours: the run still gets a final record
-            self._end("failed", make_error("internal", f"labls error: {exc!r}"))
+            self._end(RunState.FAILED, make_error(ErrorKind.INTERNAL, f"labls error: {exc!r}"))
         finally:
             if self.proc is not None and self.proc.poll() is None:
                 self._kill_everything()
@@ -644,7 +645,7 @@ class _Run:
             self.view.merge_writes()
         self._end(verdict.state, verdict.error)
 
-    def _end(self, state: str, error: dict[str, Any] | None) -> None:
+    def _end(self, state: RunState, error: dict[str, Any] | None) -> None:
         self.record.state = state
         self.record.error = error
         self.record.finished_at = time.time()
@@ -656,7 +657,8 @@ class _Run:
         read-only state dir, a broken registry), the record reaches the listener and every
         `wait` returns: what could not be saved is a warning on the record."""
         if not self.record.final:
-            self._end("failed", make_error("internal", "the run ended without a verdict"))
+            self._end(RunState.FAILED,
+                      make_error(ErrorKind.INTERNAL, "the run ended without a verdict"))
         try:
             self._save()
         except Exception as exc:  # the disk, SQLite: reported, never hangs

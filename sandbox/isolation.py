@@ -28,13 +28,15 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .records import ErrorKind
+
 
 class RunRefused(Exception):
     """The run cannot be given the isolation it asks for; the message says what to do.
 
     `kind` is the record's error kind: `network` when the network could not be closed."""
 
-    def __init__(self, message: str, kind: str = "refused") -> None:
+    def __init__(self, message: str, kind: ErrorKind = ErrorKind.REFUSED) -> None:
         super().__init__(message)
         self.kind = kind
 
@@ -151,14 +153,14 @@ def choose(requested: str, network: str) -> str:
                 'run.isolation = "none" cannot enforce run.network = "none": set '
                 'run.network = "host" to run without a sandbox, or install bubblewrap '
                 "(Debian/Ubuntu: `apt-get install bubblewrap`) and use isolation \"auto\"",
-                kind="network")
+                kind=ErrorKind.NETWORK)
         return "none"
     kind = "bwrap" if requested == "auto" else requested  # never a weaker one silently
     ok, reason = probe(kind)
     if ok:
         return kind
     raise RunRefused(f"the {kind} sandbox cannot start here ({reason}): {INSTALL_HINT}",
-                     kind="network" if network == "none" else "refused")
+                     kind=ErrorKind.NETWORK if network == "none" else ErrorKind.REFUSED)
 
 
 @dataclass

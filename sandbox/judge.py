@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import datasets, metrics, provenance, untrusted
-from .records import make_error
+from .records import ErrorKind, RunState, make_error
 
 if TYPE_CHECKING:
     from .capture import OutputPump
@@ -36,7 +36,7 @@ def prepare(config: Config) -> None:
 class Verdict:
     """What judging found; the engine writes it into the record (the judge writes nothing)."""
 
-    state: str
+    state: RunState
     error: dict[str, Any] | None
     metrics: metrics.Merged
     provenance: dict[str, Any]
@@ -57,10 +57,10 @@ def judge(run: _Run, pump: OutputPump) -> Verdict:
     specs = datasets.all_specs(run.cfg.datasets)
     scan = datasets.scan(run.cfg.dataset_cache_root, run.cfg.datasets)
     note = run.observer_note or (run.reads.note if run.reads else "")
-    verdict = Verdict(
-        "", None, merged, provenance.verdict(pump.parsed.stamps, run.reads, scan, specs,
-                                             probe.opened, note),
-        list(pump.parsed.stamps), [_relative(run, e) for e in probe.network], warnings=warnings)
+    verified = provenance.verdict(pump.parsed.stamps, run.reads, scan, specs, probe.opened, note)
+    verdict = Verdict(RunState.FAILED, None, merged, verified,  # (state and error: below)
+                      list(pump.parsed.stamps), [_relative(run, e) for e in probe.network],
+                      warnings=warnings)
     if run.net_attempts:  # counted by the kernel outside the run: the hook's lines may be gone
         verdict.network_attempts.append({"event": "blocked", "count": run.net_attempts,
                                          "observer": "kernel", "local": False})
@@ -105,49 +105,50 @@ def _metric_sources(run: _Run, pump: OutputPump,
 
 
 def _outcome(run: _Run, merged: metrics.Merged, probe: provenance.ProbeEvents,
-             verdict: Verdict) -> tuple[str, dict[str, Any] | None]:
+             verdict: Verdict) -> tuple[RunState, dict[str, Any] | None]:
     if run.stop_reason is not None:
         frame = provenance.innermost_workspace_frame(run.stack_frames, newest_first=True)
         where = f" while running {frame.rel}:{frame.line} ({frame.func})" if frame else ""
         if run.stop_reason == "timeout":
             message = f"the {run.record.timeout_sec:g} s budget ran out{where}"
-            return "timedOut", _error("timeout", message, frame)
+            return RunState.TIMED_OUT, _error(ErrorKind.TIMEOUT, message, frame)
         if run.stop_reason == "diskQuota":
             message = (f"the run's folders grew past {run.cfg.run.disk_mb} MB "
                        f"(run.disk_mb){where}")
-            return "failed", _error("diskQuota", message, frame)
-        return "cancelled", _error("cancelled", f"cancelled{where}", frame)
+            return RunState.FAILED, _error(ErrorKind.DISK_QUOTA, message, frame)
+        return RunState.CANCELLED, _error(ErrorKind.CANCELLED, f"cancelled{where}", frame)
     code = run.proc.returncode if run.proc else None
     tests_ran = (run.record.script == "-m pytest" and code == 1
                  and "pass_rate" in merged.metrics)
     if code != 0 and not tests_ran:
         # (pytest exits 1 when some tests fail: for a code experiment that is a result)
-        return "failed", _failure(run, probe, verdict)
+        return RunState.FAILED, _failure(run, probe, verdict)
     judged = run.cfg.metric.name
     if judged in merged.non_finite:
-        return "failed", make_error(
-            "nan", f"{judged} is {merged.non_finite[judged]}: the run diverged")
+        return RunState.FAILED, make_error(
+            ErrorKind.NAN, f"{judged} is {merged.non_finite[judged]}: the run diverged")
     if not merged.metrics and not merged.non_finite:
-        return "failed", make_error(
-            "noMetrics", "the run exited 0 but reported no metrics (no `name: value` lines, "
-            "results.json or harness records)")
-    return "succeeded", None
+        return RunState.FAILED, make_error(
+            ErrorKind.NO_METRICS, "the run exited 0 but reported no metrics (no `name: value` "
+            "lines, results.json or harness records)")
+    return RunState.SUCCEEDED, None
 
 
 def _failure(run: _Run, probe: provenance.ProbeEvents, verdict: Verdict) -> dict[str, Any]:
     parsed = provenance.parse_traceback(_log_end(Path(run.record.log_path)), run.work_dir)
     code = run.proc.returncode if run.proc else None
     if run.cgroup and run.cgroup.hit_limit():
-        return make_error("oom", f"the run hit the limit of {run.cfg.run.max_processes} "
+        return make_error(ErrorKind.OOM, f"the run hit the limit of {run.cfg.run.max_processes} "
                           "processes (run.max_processes)")
     if run.cgroup and (kills := run.cgroup.oom_kills()):
         frame = provenance.innermost_workspace_frame(parsed[0]) if parsed else None
-        return _error("oom", f"the kernel killed {kills} process(es) of the run for going over "
-                      f"its memory limit of {run.memory_mb} MB (run.memory_mb)", frame)
+        return _error(ErrorKind.OOM, f"the kernel killed {kills} process(es) of the run for "
+                      f"going over its memory limit of {run.memory_mb} MB (run.memory_mb)", frame)
     if parsed is None:
         how = f"killed by signal {-code}" if code is not None and code < 0 else (
             f"exited with code {code}")
-        kind = "oom" if code == -signal.SIGKILL and run.memory_mb else "exception"
+        kind = (ErrorKind.OOM if code == -signal.SIGKILL and run.memory_mb
+                else ErrorKind.EXCEPTION)
         return make_error(kind, f"the run {how} without a Python traceback")
     frames, exception = parsed
     verdict.traceback = [f.wire() for f in frames]
@@ -159,15 +160,15 @@ def _failure(run: _Run, probe: provenance.ProbeEvents, verdict: Verdict) -> dict
         attempts = remote or probe.network
         if attempts:
             rel = _relative(run, attempts[-1])
-            return make_error("network", f"{exception} (network is disabled in runs: load "
+            return make_error(ErrorKind.NETWORK, f"{exception} (network is disabled in runs: load "
                               "data from the dataset cache instead)", rel.get("file"),
                               rel.get("line"))
-        return _error("network", exception, frame)
+        return _error(ErrorKind.NETWORK, exception, frame)
     if exc_type == "MemoryError":
-        return _error("oom", exception, frame)
+        return _error(ErrorKind.OOM, exception, frame)
     if exc_type == "FileNotFoundError" and _about_datasets(run, exception, probe):
-        return _error("datasetMissing", exception, frame)
-    return _error("exception", exception, frame)
+        return _error(ErrorKind.DATASET_MISSING, exception, frame)
+    return _error(ErrorKind.EXCEPTION, exception, frame)
 
 
 def _about_datasets(run: _Run, exception: str, probe: provenance.ProbeEvents) -> bool:
@@ -179,7 +180,7 @@ def _about_datasets(run: _Run, exception: str, probe: provenance.ProbeEvents) ->
         "dataset" in text)
 
 
-def _error(kind: str, message: str, frame: provenance.Frame | None) -> dict[str, Any]:
+def _error(kind: ErrorKind, message: str, frame: provenance.Frame | None) -> dict[str, Any]:
     return make_error(kind, message, frame.rel if frame else None,
                       frame.line if frame else None)
 

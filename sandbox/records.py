@@ -6,6 +6,7 @@ import itertools
 import json
 import time
 from dataclasses import dataclass, field, fields, replace
+from enum import StrEnum
 
 from .config import camel_case
 
@@ -13,8 +14,39 @@ TYPE_CHECKING = False  # as typing's, without importing typing on `labls run`'s 
 if TYPE_CHECKING:
     from typing import Any
 
-FINAL_STATES = frozenset({"succeeded", "failed", "timedOut", "cancelled", "interrupted"})
-STATES = frozenset({"queued", "running"}) | FINAL_STATES
+class RunState(StrEnum):
+    """A run's state, as the wire spells it (a str: records compare and serialise as text)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timedOut"
+    CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"  # the process running it stopped; set on the next start
+
+
+class ErrorKind(StrEnum):
+    """`error.kind` of a run record (docs/PROTOCOL.md)."""
+
+    EXCEPTION = "exception"
+    TIMEOUT = "timeout"
+    OOM = "oom"
+    NAN = "nan"
+    DATASET_MISSING = "datasetMissing"
+    NETWORK = "network"
+    NO_METRICS = "noMetrics"
+    CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"
+    DISK_QUOTA = "diskQuota"
+    REFUSED = "refused"  # labls would not start it as asked (e.g. GPUs it does not have)
+    STATE_DIR = "stateDir"
+    INTERNAL = "internal"
+
+
+FINAL_STATES = frozenset({RunState.SUCCEEDED, RunState.FAILED, RunState.TIMED_OUT,
+                          RunState.CANCELLED, RunState.INTERRUPTED})
+STATES = frozenset(RunState)
 SUMMARY_METRICS = 50  # metrics a summary carries (the judged one, then the first ones printed)
 PART_ENTRIES = 10_000  # a big map is encoded and decoded this many entries at a time
 
@@ -120,7 +152,7 @@ def dumps(wire: dict[str, Any]) -> str:
     return "{" + ", ".join(texts) + "}"
 
 
-def make_error(kind: str, message: str, file: str | None = None,
+def make_error(kind: ErrorKind, message: str, file: str | None = None,
                line: int | None = None) -> dict[str, Any]:
     return {"kind": kind, "message": message, "file": file, "line": line}
 
