@@ -191,7 +191,10 @@ async def _wait(lab: Lab, prm: RunWaitParams, ctx: ServerRequestContext[Any]) ->
                 getter.cancel()
         record: RunRecord = done.result()
     finally:
-        lab.progress.watchers[prm.run_id].remove(queue)
+        watching = lab.progress.watchers[prm.run_id]
+        watching.remove(queue)
+        if not watching:
+            del lab.progress.watchers[prm.run_id]
     return record.to_wire()
 
 
