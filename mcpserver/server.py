@@ -64,7 +64,7 @@ class _Progress(RunListener):
 
     def on_progress(self, record: RunRecord, elapsed: float) -> None:
         if self.loop is not None and record.run_id in self.watchers:
-            shown = ", ".join(f"{k}={v:.4g}" for k, v in list(record.metrics.items())[-4:])
+            shown = record.latest_metrics()
             message = f"{record.run_id}: {elapsed:.0f}/{record.timeout_sec:g} s" + (
                 f" | {shown}" if shown else "")
             item = (elapsed, float(record.timeout_sec), message)

@@ -614,7 +614,7 @@ class _Run:
             self.proc.wait(timeout=5)
 
     def _on_metrics(self, parsed: MetricSet) -> None:
-        self.record.metrics = {k: v for k, v in parsed.values.items() if v == v}
+        self.record.metrics = parsed.finite_values()
         self.record.dataset_used = list(parsed.stamps)
 
     def _judged(self, pump: OutputPump) -> None:

@@ -108,8 +108,20 @@ class MetricSet:
     # printed once, and a Curve each would be millions of objects for the cyclic GC to walk
     # (10^6 keys: 2 x 10^6 tracked objects, full collections of 0.6 s holding the interpreter)
     first_step: dict[str, int | None] = field(default_factory=dict, repr=False)
+    nan_names: set[str] = field(default_factory=set, repr=False)  # names whose last value is NaN
+
+    def finite_values(self) -> dict[str, float]:
+        """The last values but NaNs: one C-level copy, not a comprehension over every key."""
+        values = dict(self.values)
+        for name in self.nan_names:
+            values.pop(name, None)
+        return values
 
     def put(self, name: str, value: float, step: int | None = None) -> None:
+        if value != value:
+            self.nan_names.add(name)
+        elif self.nan_names:
+            self.nan_names.discard(name)
         curve = self.series.get(name)
         if curve is None:
             if name not in self.values:

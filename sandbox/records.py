@@ -109,6 +109,12 @@ class RunRecord:
                        metric_sources={k: self.metric_sources.get(k, "") for k in names},
                        structured=structured, metrics_count=len(self.metrics))
 
+    def latest_metrics(self, n: int = 4) -> str:
+        """The last `n` metrics printed, as `name=value, ...` (progress lines): read from the
+        end of the map, never a copy of all of it (10^6 keys: a list of 10^6 tuples a second)."""
+        last = list(itertools.islice(reversed(self.metrics.items()), n))
+        return ", ".join(f"{k}={v:.4g}" for k, v in reversed(last))
+
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> RunRecord:
         names = {camel_case(f): f for f in cls.__dataclass_fields__}

@@ -29,7 +29,7 @@ class _ProgressLine(RunListener):
         self.tty = stream.isatty()
 
     def on_progress(self, record: RunRecord, elapsed: float) -> None:
-        shown = ", ".join(f"{k}={v:.4g}" for k, v in list(record.metrics.items())[-4:])
+        shown = record.latest_metrics()
         line = f"[{record.run_id}] {elapsed:6.1f}/{record.timeout_sec:g} s  {shown}"
         self.stream.write(("\r" + line[:150].ljust(150)) if self.tty else line + "\n")
         self.stream.flush()

@@ -156,6 +156,6 @@ class RunService(RunListener):
 
 
 def _progress_message(record: RunRecord, elapsed: float) -> str:
-    shown = ", ".join(f"{k}={v:.4g}" for k, v in list(record.metrics.items())[-4:])
+    shown = record.latest_metrics()
     return f"{elapsed:.0f}/{record.timeout_sec:g} s" + (f" | {shown}" if shown else "")
 

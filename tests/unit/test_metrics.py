@@ -207,3 +207,18 @@ def test_pytest_summary_and_coverage_total() -> None:
     assert quiet.values["pass_rate"] == 1.0 and quiet.values["tests_passed"] == 12
     branch = parsed("TOTAL       200     30     40      4    83.5%")
     assert branch.values == {"coverage_percent": 83.5}
+
+
+def test_finite_values_drop_a_nan_until_the_name_is_finite_again() -> None:
+    from labls.sandbox.metrics import MetricSet
+    from labls.sandbox.records import RunRecord
+
+    found = MetricSet()
+    found.put("loss", 0.5)
+    found.put("loss", float("nan"))
+    found.put("acc", 0.9)
+    assert found.finite_values() == {"acc": 0.9}
+    found.put("loss", 0.25)
+    assert found.finite_values() == {"loss": 0.25, "acc": 0.9}
+    record = RunRecord("r", "running", "t.py", metrics={f"k{i}": float(i) for i in range(10)})
+    assert record.latest_metrics() == "k6=6, k7=7, k8=8, k9=9"
