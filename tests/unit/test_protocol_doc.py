@@ -80,6 +80,15 @@ def test_the_configuration_table_names_every_key() -> None:
     assert documented == config_keys(Config())
 
 
+def test_the_run_states_and_error_kinds_are_the_enums() -> None:
+    from labls.sandbox.records import ErrorKind, RunState
+
+    states = DOC[DOC.index("- `state`:"):].split("\n- ")[0]
+    kinds = DOC[DOC.index("- `error`:"):].split("`file` is relative")[0]
+    assert set(re.findall(r"`(\w+)`", states)) - {"state"} == {str(s) for s in RunState}
+    assert set(re.findall(r"`(\w+)`", kinds)) - {"error", "null"} == {str(k) for k in ErrorKind}
+
+
 def test_the_checker_sees_a_dropped_command_and_a_dropped_argument() -> None:
     """Control: the same document with one row gone, or one argument gone, is caught."""
     row = next(line for line in DOC.splitlines() if line.startswith("| `labls.run.get`"))
