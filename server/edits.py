@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from lsprotocol import types
 
 from labls.lab.editplan import EditPlan, write_atomically
+from labls.lab.session import edit_answer, edit_refused
 
 from .diagnostics import utf16_len
 
@@ -42,25 +43,18 @@ def _client_applies_edits(ls: LabServer) -> bool:
 
 
 async def apply(ls: LabServer, plan: EditPlan, dry_run: bool) -> dict[str, Any]:
-    failures = [f.wire() for f in plan.failures]
-    if not plan.ok:
-        return {"ok": False, "via": "none", "files": [], "failures": failures,
-                "reason": failures[0]["reason"] if failures else "nothing to apply"}
-    files = plan.files()
-    if dry_run:
-        return {"ok": True, "via": "dryRun", "files": files, "failures": []}
+    """The plan through the editor when it can apply edits, else on disk; the lab core's
+    answer shapes (`edit_answer`, `edit_refused`)."""
+    if not plan.ok or dry_run:
+        return edit_answer(plan, "dryRun")
     if _client_applies_edits(ls):
         answer = await ls.workspace_apply_edit_async(types.ApplyWorkspaceEditParams(
             edit=workspace_edit(ls, plan), label="labls edit"))
         if not answer.applied:
-            return {"ok": False, "via": "editor", "files": [], "failures": [],
-                    "reason": answer.failure_reason or "the editor did not apply the edit"}
-        via = "editor"
-    else:
-        import asyncio
+            return edit_refused(answer.failure_reason or "the editor did not apply the edit",
+                                via="editor")
+        return edit_answer(plan, "editor")
+    import asyncio
 
-        await asyncio.to_thread(write_atomically, plan)
-        via = "disk"
-    for f in files:
-        f.pop("diff")
-    return {"ok": True, "via": via, "files": files, "failures": []}
+    await asyncio.to_thread(write_atomically, plan)
+    return edit_answer(plan, "disk")
