@@ -42,6 +42,7 @@ from .compare import Comparison, compare
 from .editplan import EditPlan, restore, unified, write_atomically
 from .edits import plan_edit
 from .journal import Journal, StepLock
+from .ledger import Ledger
 from .protect import Guard
 
 Waiter = Callable[[str], RunRecord]
@@ -90,11 +91,13 @@ def guard_for(workspace: Path, cfg: Config) -> Guard:
 
 
 class Experiment:
-    def __init__(self, engine: Engine, config: Config, wait: Waiter) -> None:
+    def __init__(self, engine: Engine, config: Config, wait: Waiter,
+                 ledger: Ledger | None = None) -> None:
         self.engine = engine
         self.cfg = config
         self.workspace = engine.workspace
         self.registry = engine.registry
+        self.ledger = ledger or Ledger(engine.registry)
         self.wait = wait
         self.lock = StepLock(engine.state_dir)
         self.journal = Journal(engine.state_dir)
@@ -193,7 +196,7 @@ class Experiment:
         reason = ("interrupted: the labls process running this step stopped; its edit is "
                   "undone" + (f" (left as changed since: {', '.join(undone['left'])})"
                               if undone["left"] else ""))
-        self.registry.add_ledger({"run_id": "", "status": "crash", "reason": reason,
+        self.ledger.add({"run_id": "", "status": "crash", "reason": reason,
                                   "commit_sha": git(self.workspace, "rev-parse", "HEAD"),
                                   "description": undone["hypothesis"], "diff": undone["diff"],
                                   "created_at": time.time()})
@@ -232,7 +235,7 @@ class Experiment:
                   args: list[str]) -> Baseline:
         """What this step is compared with; measured first when this judgement has none, or
         when `loop.rebaseline_every` keeps have passed since it was."""
-        kept = self.registry.kept(judge)
+        kept = self.ledger.kept(judge)
         notes: list[str] = []
         if kept:
             first, latest = kept[-1], kept[0]
@@ -247,7 +250,7 @@ class Experiment:
                                 what)
             notes.append(f"the baseline is measured again after {keeps} keeps "
                          f"(loop.rebaseline_every = {every})")
-        elif any(e["status"] == "keep" and e["judge"] != judge for e in self.registry.ledger()):
+        elif any(e["status"] == "keep" and e["judge"] != judge for e in self.ledger.rows()):
             notes.append("the judgement (metric, goal, min_delta, script or its arguments) "
                          "differs from the ledger's earlier rows: a new baseline is measured "
                          "for it, and earlier rows keep their own")
@@ -293,7 +296,7 @@ class Experiment:
                          discarded_ref=result.discarded_ref or "", diff=diff, reason=reason,
                          spread=spread)
         else:
-            self.registry.add_ledger({"run_id": "", "status": result.verdict, "commit_sha": commit,
+            self.ledger.add({"run_id": "", "status": result.verdict, "commit_sha": commit,
                                       "description": hypothesis, "diff": diff, "judge": judge,
                                       "reason": reason, "created_at": time.time()})
         return result
@@ -303,7 +306,7 @@ class Experiment:
                 metric: float | None = None, repeats: int | None = None,
                 reason: str = "") -> None:
         value = run.metrics.get(self.cfg.metric.name) if metric is None else metric
-        self.registry.add_ledger({
+        self.ledger.add({
             "run_id": run.run_id, "status": status, "commit_sha": commit, "metric": value,
             "memory_gb": round((run.peak_gpu_mem_mb or 0) / 1024, 2), "description": description,
             "discarded_ref": discarded_ref, "spread": spread, "diff": diff, "judge": judge,

@@ -189,7 +189,7 @@ class AutoLoop:
                    if (self.exp.workspace / self.spec.program).is_file()
                    else "Improve the judged metric.")
         context = base_context(self.cfg)
-        context.update(program=program, ledger=results_tsv(self.exp.registry.ledger()),
+        context.update(program=program, ledger=results_tsv(self.exp.ledger.rows()),
                        script=self.spec.script, min_delta=self.cfg.metric.min_delta)
         return render("loop_step", context)
 

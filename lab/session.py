@@ -22,6 +22,7 @@ from labls.sandbox.records import STATES, RunRecord
 from . import params as p
 from .compare import Comparison, compare
 from .errors import LabError
+from .ledger import Ledger
 
 log = logging.getLogger("labls.session")
 
@@ -36,8 +37,18 @@ class LabSession:
         self.engine = Engine(root, config, listener, launcher)
         self._step_lock = threading.Lock()
         self._loops: dict[str, Any] = {}
+        self._ledger: Ledger | None = None
+        self._ledger_lock = threading.Lock()
         if self.engine.registry.interrupted:
             log.info("runs interrupted by an earlier stop: %s", self.engine.registry.interrupted)
+
+    @property
+    def ledger(self) -> Ledger:
+        """The experiment ledger and the loops' state, opened on first use (as the registry)."""
+        with self._ledger_lock:
+            if self._ledger is None:
+                self._ledger = Ledger(self.engine.registry)
+            return self._ledger
 
     @property
     def config(self) -> Config:
@@ -104,9 +115,9 @@ class LabSession:
         registry = self.engine.registry
         if baseline_id:
             return registry.get(baseline_id)
-        kept = registry.last_kept()
-        if kept is not None and kept[0].run_id != record.run_id:
-            return kept[0]
+        kept = self.ledger.last_kept()
+        if kept is not None and kept[0] != record.run_id and (run := registry.get(kept[0])):
+            return run
         return registry.previous_success(record.script, record.run_id, self.config.metric.name)
 
     def compare(self, record: RunRecord, baseline_id: str | None = None) -> Comparison:
@@ -185,13 +196,13 @@ class LabSession:
             assert record is not None
             return record
 
-        return Experiment(self.engine, self.config, wait)
+        return Experiment(self.engine, self.config, wait, self.ledger)
 
     def history(self, prm: p.HistoryParams, command: str) -> dict[str, Any]:
         """The experiment ledger, most recent first."""
         if not 1 <= prm.limit <= 10_000:
             raise p.invalid(command, "limit", f"must be 1..10000, got {prm.limit}")
-        return {"experiments": self.engine.registry.ledger(prm.limit)}
+        return {"experiments": self.ledger.rows(prm.limit)}
 
     # --- autonomous loops -----------------------------------------------------------------------
     def loop_spec(self, prm: p.LoopStartParams, command: str) -> Any:
@@ -249,7 +260,7 @@ class LabSession:
         if loop_id in self._loops:
             wire: dict[str, Any] = self._loops[loop_id].state.wire()
             return wire
-        data = self.engine.registry.get_loop(loop_id)
+        data = self.ledger.get_loop(loop_id)
         if data is None:
             raise p.invalid(command, "loopId", f"names no loop: {loop_id!r}")
         resumed: dict[str, Any] = state_from_json(data).wire()
@@ -264,7 +275,7 @@ class LabSession:
     def resume_loops(self) -> None:
         from .loop import state_from_json
 
-        for data in self.engine.registry.orphan_loops():
+        for data in self.ledger.orphan_loops():
             state = state_from_json(data)
             log.info("resuming loop %s at iteration %d", state.loop_id, len(state.iterations) + 1)
             self.loop_start(state)
@@ -272,7 +283,7 @@ class LabSession:
     def _save_loop(self, state: Any) -> None:
         from .loop import state_to_json
 
-        self.engine.registry.save_loop(state.loop_id, state.state, state_to_json(state))
+        self.ledger.save_loop(state.loop_id, state.state, state_to_json(state))
 
     def close(self) -> None:
         """Every loop asked to stop, every run stopped (whole process trees), the engine shut."""

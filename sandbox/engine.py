@@ -209,7 +209,7 @@ class Engine:
         keep = self.config.run.keep
         if keep <= 0:
             return
-        protected = self.registry.unfinished_or_kept() | set(self.active_ids())
+        protected = self.registry.unfinished_or_pinned() | set(self.active_ids())
         gc.collect(gc.plan(self.state_dir, keep, protected, self.registry.run_ids(),
                            measure=False))
 

@@ -12,7 +12,6 @@ import json
 import os
 import sqlite3
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -40,17 +39,8 @@ CREATE TABLE IF NOT EXISTS metric_series (
     run_id TEXT NOT NULL, name TEXT NOT NULL, idx INTEGER NOT NULL, step INTEGER, value REAL,
     PRIMARY KEY (run_id, name, idx)
 );
-CREATE TABLE IF NOT EXISTS ledger (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    run_id TEXT NOT NULL, status TEXT NOT NULL, commit_sha TEXT NOT NULL DEFAULT '',
-    metric REAL, memory_gb REAL, description TEXT NOT NULL DEFAULT '',
-    discarded_ref TEXT NOT NULL DEFAULT '', spread REAL, diff TEXT NOT NULL DEFAULT '',
-    created_at REAL NOT NULL, judge TEXT NOT NULL DEFAULT '', reason TEXT NOT NULL DEFAULT '',
-    repeats INTEGER
-);
-CREATE TABLE IF NOT EXISTS loops (
-    loop_id TEXT PRIMARY KEY, state TEXT NOT NULL, data TEXT NOT NULL,
-    owner_pid INTEGER, owner_start TEXT, updated_at REAL NOT NULL
+CREATE TABLE IF NOT EXISTS pins (
+    run_id TEXT PRIMARY KEY
 );
 CREATE TABLE IF NOT EXISTS record_parts (
     run_id TEXT NOT NULL, idx INTEGER NOT NULL, field TEXT NOT NULL, data TEXT NOT NULL,
@@ -64,13 +54,9 @@ CREATE TABLE IF NOT EXISTS provenance (
 
 
 RUNS_ADDED = {"summary": "TEXT"}  # the record with its metrics bounded, for listings
-LEDGER_ADDED = {"judge": "TEXT NOT NULL DEFAULT ''", "reason": "TEXT NOT NULL DEFAULT ''",
-                "repeats": "INTEGER"}
-LEDGER_KEYS = ("run_id", "status", "commit_sha", "metric", "memory_gb", "description",
-               "discarded_ref", "spread", "diff", "created_at", *LEDGER_ADDED)
 
 
-def _process_start(pid: int) -> str | None:
+def process_start(pid: int) -> str | None:
     """The kernel's start time of `pid` (field 22 of /proc/pid/stat), to detect pid reuse."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_bytes()
@@ -100,7 +86,7 @@ class Registry:
             # never wait for a writer (a run's 10^6 metric rows took 3 s to insert).
             self._reader = sqlite3.connect(path, timeout=30, check_same_thread=False,
                                            isolation_level=None)
-            self._owner = (os.getpid(), _process_start(os.getpid()))
+            self._owner = (os.getpid(), process_start(os.getpid()))
             self.interrupted = self._mark_orphans()
         except (sqlite3.Error, OSError) as exc:
             hint = (" (it is not a labls registry: move it aside and labls starts a new one)"
@@ -109,12 +95,16 @@ class Registry:
             raise RegistryError(f"the run registry {path} cannot be used: {exc}{hint}") from exc
 
     def _migrate(self) -> None:
-        """Columns added since a registry was created (the ledger's judgement, reason)."""
-        for table, added in (("ledger", LEDGER_ADDED), ("runs", RUNS_ADDED)):
-            have = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
-            for column, kind in added.items():
-                if column not in have:
-                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+        """Columns added since a registry was created; the pins of a registry from before pins
+        were kept apart (the lab's ledger was in this file, and named its kept runs)."""
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(runs)")}
+        for column, kind in RUNS_ADDED.items():
+            if column not in have:
+                self._db.execute(f"ALTER TABLE runs ADD COLUMN {column} {kind}")
+        tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master")}
+        if "ledger" in tables and not self._db.execute("SELECT 1 FROM pins").fetchone():
+            self._db.execute("INSERT OR IGNORE INTO pins SELECT run_id FROM ledger "
+                             "WHERE status='keep' AND run_id != ''")
 
     def _mark_orphans(self) -> list[str]:
         """Runs left `running`/`queued` by a process that no longer exists."""
@@ -127,7 +117,7 @@ class Registry:
             error = {"kind": "interrupted", "file": None, "line": None,
                      "message": "the labls process running this run stopped"}
             for run_id, pid, start, record, summary in rows:
-                if pid is not None and _process_start(pid) == start:
+                if pid is not None and process_start(pid) == start:
                     continue  # its owner is alive (another server or CLI)
                 texts = []
                 for text in (record, summary):
@@ -222,57 +212,26 @@ class Registry:
                 (run_id, name)).fetchall()
         return [(r[0], r[1]) for r in rows]
 
-    # --- the experiment ledger (keep / discard / crash) ------------------------------------------
-    def add_ledger(self, entry: dict[str, Any]) -> None:
-        entry = {"commit_sha": "", "description": "", "discarded_ref": "", "diff": "",
-                 "judge": "", "reason": "", **entry}
-        with self._lock:
-            self._db.execute(f"INSERT INTO ledger ({', '.join(LEDGER_KEYS)}) VALUES "
-                             f"({', '.join('?' * len(LEDGER_KEYS))})",
-                             [entry.get(k) for k in LEDGER_KEYS])
-
-    def ledger(self, limit: int = 1000) -> list[dict[str, Any]]:
-        with self._read_lock:
-            cur = self._reader.execute("SELECT * FROM ledger ORDER BY seq DESC LIMIT ?", (limit,))
-            names = [d[0] for d in cur.description]
-            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
-
-    def kept(self, judge: str) -> list[dict[str, Any]]:
-        """The kept rows judged by `judge`, newest first, back to (and with) the latest
-        baseline: what the next step is compared with, and how many keeps since a baseline."""
-        with self._read_lock:
-            cur = self._reader.execute("SELECT * FROM ledger WHERE status='keep' AND judge=? "
-                                   "ORDER BY seq DESC", (judge,))
-            names = [d[0] for d in cur.description]
-            rows = []
-            for row in cur:
-                entry = dict(zip(names, row, strict=True))
-                rows.append(entry)
-                if entry["repeats"] is not None:  # set on baseline rows only
-                    break
-            return rows
-
+    # --- what must stay -----------------------------------------------------------------------
     def run_ids(self) -> list[str]:
         """Every run's id, newest first."""
         with self._read_lock:
             return [r[0] for r in self._reader.execute("SELECT run_id FROM runs ORDER BY seq DESC")]
 
-    def unfinished_or_kept(self) -> set[str]:
-        """Run ids whose folders must stay: runs queued or going (in any process), and the run
-        of every kept experiment."""
+    def pin(self, run_ids: set[str]) -> None:
+        """Runs whose folders are never freed (the lab pins the run of every kept step)."""
+        with self._lock:
+            self._db.executemany("INSERT OR IGNORE INTO pins VALUES (?)",
+                                 [(r,) for r in sorted(run_ids)])
+
+    def unfinished_or_pinned(self) -> set[str]:
+        """Run ids whose folders must stay: runs queued or going (in any process), and the
+        pinned ones."""
         with self._read_lock:
             rows = self._reader.execute(
                 "SELECT run_id FROM runs WHERE state IN ('running', 'queued') UNION "
-                "SELECT run_id FROM ledger WHERE status='keep'").fetchall()
+                "SELECT run_id FROM pins").fetchall()
         return {r[0] for r in rows}
-
-    def last_kept(self) -> tuple[RunRecord, float] | None:
-        """The latest kept run (of any judgement) and the spread recorded with it."""
-        with self._read_lock:
-            row = self._reader.execute("SELECT run_id, spread FROM ledger WHERE status='keep' "
-                                   "ORDER BY seq DESC LIMIT 1").fetchone()
-        record = self.get(row[0]) if row else None
-        return (record, row[1] or 0.0) if record is not None else None
 
     def previous_success(self, script: str, before_run: str, metric: str) -> RunRecord | None:
         """The latest succeeded run of `script` before `before_run` that has `metric`."""
@@ -283,29 +242,6 @@ class Registry:
                 "(SELECT seq FROM runs WHERE run_id=?) ORDER BY seq DESC LIMIT 1",
                 (metric, script, before_run)).fetchall()
         return self.get(rows[0][0]) if rows else None
-
-    # --- autonomous loops -------------------------------------------------------------------------
-    def save_loop(self, loop_id: str, state: str, data: dict[str, Any]) -> None:
-        with self._lock:
-            self._db.execute(
-                "INSERT INTO loops VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(loop_id) DO UPDATE SET "
-                "state=excluded.state, data=excluded.data, owner_pid=excluded.owner_pid, "
-                "owner_start=excluded.owner_start, updated_at=excluded.updated_at",
-                (loop_id, state, json.dumps(data), *self._owner, time.time()))
-
-    def get_loop(self, loop_id: str) -> dict[str, Any] | None:
-        with self._read_lock:
-            row = self._reader.execute("SELECT data FROM loops WHERE loop_id=?",
-                                   (loop_id,)).fetchone()
-        return json.loads(row[0]) if row else None
-
-    def orphan_loops(self) -> list[dict[str, Any]]:
-        """Loops still `running` whose owning process is gone: to resume."""
-        with self._read_lock:
-            rows = self._reader.execute("SELECT data, owner_pid, owner_start FROM loops "
-                                    "WHERE state='running'").fetchall()
-        return [json.loads(data) for data, pid, start in rows
-                if pid is None or _process_start(pid) != start]
 
     def close(self) -> None:
         with self._lock, self._read_lock:

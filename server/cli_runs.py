@@ -12,15 +12,12 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from labls.sandbox import config
 from labls.sandbox.engine import Engine, RunInputError, RunListener, RunRequest
 from labls.sandbox.lifeline import Launcher
 from labls.sandbox.records import RunRecord
-
-TYPE_CHECKING = False  # as typing's, without importing typing on `labls run`'s way (~3 ms)
-if TYPE_CHECKING:
-    from typing import Any
 
 
 class _ProgressLine(RunListener):
@@ -184,7 +181,7 @@ def gc(args: Any) -> int:
     cfg, registry = _registry()
     keep = cfg.run.keep if args.keep is None else args.keep
     state_dir = cfg.state_path(config.find_workspace(Path.cwd()))
-    items = collector.plan(state_dir, keep, registry.unfinished_or_kept(), registry.run_ids(),
+    items = collector.plan(state_dir, keep, registry.unfinished_or_pinned(), registry.run_ids(),
                            logs=args.logs)
     total = sum(i.size for i in items)
     for item in items:
@@ -202,7 +199,9 @@ def history(args: Any) -> int:
     from labls.lab.experiment import results_tsv
 
     cfg, registry = _registry()
-    ledger = registry.ledger(args.limit)
+    from labls.lab.ledger import Ledger
+
+    ledger = Ledger(registry).rows(args.limit)
     if args.tsv:
         sys.stdout.write(results_tsv(ledger))
         return 0

@@ -75,7 +75,7 @@ def test_keep_discard_crash_in_one_ledger(experiment) -> None:
     assert nomatch.verdict == "crash" and nomatch.failures and nomatch.run is None
 
     assert git(ws, "status", "--porcelain", "--untracked-files=no") == ""
-    ledger = exp.registry.ledger()
+    ledger = exp.ledger.rows()
     assert [e["status"] for e in reversed(ledger)] == ["keep", "keep", "discard", "crash", "crash"]
     assert ledger[1]["diff"].count("+LR = 0.25 +") == 1  # the crash's diff is in the registry
     tsv = results_tsv(ledger).splitlines()
@@ -137,7 +137,7 @@ def test_noisy_baseline_spread_guards_keep(tmp_path: Path) -> None:
         result = exp.step("comment only", {"format": "searchReplace", "text":
                           "train.py\n<<<<<<< SEARCH\nLR = 0.1\n=======\nLR = 0.1  # same\n"
                           ">>>>>>> REPLACE\n"}, "train.py")
-        baseline_entry = exp.registry.ledger()[-1]
+        baseline_entry = exp.ledger.rows()[-1]
     finally:
         engine.close()
     assert len(result.baseline_runs) == 4

@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+from labls.lab.ledger import Ledger
 from tests.helpers import trust
 
 
@@ -18,8 +19,8 @@ def folders(ws: Path) -> dict[str, set[str]]:
 def test_run_keep_prunes_old_folders_but_keeps_logs_and_kept_experiments(lab) -> None:
     engine = lab.configure(keep=2)
     first = lab.run("open('out.bin', 'wb').write(b'x' * 100000)\nprint('val_bpb: 1.0')\n")
-    engine.registry.add_ledger({"run_id": first.run_id, "status": "keep", "created_at":
-                                time.time()})  # a kept experiment's run
+    Ledger(engine.registry).add({"run_id": first.run_id, "status": "keep",
+                                 "created_at": time.time()})  # a kept experiment's run: pinned
     ids = [first.run_id] + [lab.run(f"print('val_bpb: {i}')\n").run_id for i in range(3)]
     engine.close()  # (waits for its pruning, which runs off the runs' way)
     seen = folders(lab.ws)

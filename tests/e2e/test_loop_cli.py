@@ -109,9 +109,10 @@ def test_loop_resumes_after_the_server_is_killed(tmp_path: Path) -> None:
     status = subprocess.run(["git", "-C", str(ws), "status", "--porcelain",
                              "--untracked-files=no"], capture_output=True, text=True).stdout
     assert status == ""
+    from labls.lab.ledger import Ledger
     from labls.sandbox.registry import Registry
 
-    ledger = Registry(ws / ".labls" / "labls.db").ledger()
+    ledger = Ledger(Registry(ws / ".labls" / "labls.db")).rows()
     killed = [e for e in ledger if e["reason"].startswith("interrupted")]
     assert len(killed) == 1 and killed[0]["status"] == "crash"  # the killed step, undone
     assert "LR = 0.25" in killed[0]["diff"]

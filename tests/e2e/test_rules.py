@@ -70,7 +70,7 @@ class Lab:
         return guard_for(self.ws, self.cfg)
 
     def ledger(self) -> list[dict[str, Any]]:
-        return list(reversed(self.exp.registry.ledger()))
+        return list(reversed(self.exp.ledger.rows()))
 
 
 @pytest.fixture
@@ -387,11 +387,11 @@ def test_a_repository_cannot_ship_the_ledger_or_a_step_journal(tmp_path: Path, l
         run = forger.engine.wait(forger.engine.start(RunRequest("train.py")).run_id)
         assert run is not None
         judge = forger.exp.judgement("train.py", [])
-        forger.exp.registry.add_ledger({"run_id": run.run_id, "status": "keep", "metric": 99.0,
-                                        "description": "baseline", "repeats": 1, "spread": 0.0,
-                                        "judge": judge, "created_at": time.time()})
+        forger.exp.ledger.add({"run_id": run.run_id, "status": "keep", "metric": 99.0,
+                                  "description": "baseline", "repeats": 1, "spread": 0.0,
+                                  "judge": judge, "created_at": time.time()})
         # positive control: that row is the baseline a step would be judged against
-        assert forger.exp.registry.kept(judge)[0]["metric"] == 99.0
+        assert forger.exp.ledger.kept(judge)[0]["metric"] == 99.0
     finally:
         forger.engine.close()
     (ws / ".labls" / "step-journal.json").write_text(
