@@ -22,12 +22,9 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
+from typing import Any
 
 from . import tomlcache, trust
-
-TYPE_CHECKING = False  # as typing's, without importing typing on `labls run`'s way (~3 ms)
-if TYPE_CHECKING:
-    from typing import Any
 
 
 @dataclass

@@ -8,11 +8,12 @@ reported in the result, so a prompt can say "no datasets available" rather than 
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
+from typing import Any
 
+from . import tomlcache
 from .config import DatasetDecl
 
 
@@ -56,8 +57,7 @@ class CacheScan:
 
 @cache
 def builtin_specs() -> tuple[DatasetSpec, ...]:
-    text = (Path(__file__).parent / "datasets.toml").read_text(encoding="utf-8")
-    table = tomllib.loads(text)
+    table: dict[str, Any] = tomlcache.load(Path(__file__).parent / "datasets.toml")
     return tuple(
         DatasetSpec(name, e["path"], tuple(e["files"]), e.get("example", ""))
         for name, e in table.items()

@@ -19,25 +19,28 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from . import gc, isolation, lifeline, limits, proctree, records, syscall_filter
+from . import gc, isolation, judge, lifeline, limits, proctree, records, syscall_filter
+from .capture import OutputPump
 from .config import Config
 from .gpus import GpuSampler, GpuSlots, Slot, detect_gpus, gpu_device_nodes
 from .harness import HARNESS_DIR
-from .observe import RESOLVER, DatasetView, ObserverUnavailable, SandboxGate, sweep_stale_views
+from .metrics import MetricSet
+from .observe import (
+    RESOLVER,
+    DatasetReads,
+    DatasetView,
+    NetworkCounter,
+    ObserverUnavailable,
+    SandboxGate,
+    sweep_stale_views,
+)
+from .provenance import Frame
 from .records import ErrorKind, RunRecord, RunState, finite, make_error
+from .registry import Registry
 from .workdir import hand_over, populate
 from .workview import WorkView
-
-TYPE_CHECKING = False  # as typing's, without importing typing on `labls run`'s way (~3 ms)
-if TYPE_CHECKING:  # the rest: loaded by a run's thread once its process has its script
-    from typing import Any
-
-    from .capture import OutputPump
-    from .metrics import MetricSet
-    from .observe import DatasetReads, NetworkCounter
-    from .provenance import Frame
-    from .registry import Registry
 
 MAX_TIMEOUT_SEC = 7 * 24 * 3600
 FILE_SIZE_LIMIT_MB = 64 * 1024
@@ -228,8 +231,6 @@ class Engine:
         `labls run`, once the run's process has been handed its script."""
         with self._registry_lock:
             if self._registry is None:
-                from .registry import Registry
-
                 self._registry = Registry(self.state_dir / "labls.db")
             return self._registry
 
@@ -430,10 +431,6 @@ class _Run:
         self.record.started_at = self.launched_at
         self.engine.registry.save(self.record)
         self.engine.listener.on_start(self.record)
-        # Only now, while the run's interpreter starts, the modules that follow and judge it load.
-        from . import judge
-        from .capture import OutputPump
-
         pump = OutputPump(Path(self.record.log_path), self._on_metrics)
         pump.start()
         self.sampler = GpuSampler(slot.gpus)
@@ -599,8 +596,6 @@ class _Run:
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=grace)
         self._kill_everything()
-        from . import judge
-
         self.stack_frames = judge.stack_frames(self, self.record.warnings)
 
     def _kill_everything(self, sweep: bool = True) -> None:
@@ -619,8 +614,6 @@ class _Run:
 
     def _judged(self, pump: OutputPump) -> None:
         """The run's processes are gone: what it left behind, judged, into its record."""
-        from . import judge
-
         assert self.proc is not None
         record = self.record
         record.log_tail = pump.tail()
@@ -681,7 +674,7 @@ class _Run:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         results = {**self.record.to_wire(), "series": finite(self.series)}
         tmp = Path(self.record.results_path).with_suffix(".tmp")
-        tmp.write_text(records.dumps(results))
+        records.write_json(tmp, results)
         os.replace(tmp, self.record.results_path)
         self.engine.registry.save(self.record, self.series, self.cfg.metric.name)
 

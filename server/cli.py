@@ -3,18 +3,13 @@ them, so `labls --version` and `labls run` stay fast."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from collections.abc import Sequence
 
-TYPE_CHECKING = False  # as typing's, without importing typing on `labls run`'s way (~3 ms)
-if TYPE_CHECKING:
-    import argparse
-
 
 def build_parser() -> argparse.ArgumentParser:
-    import argparse
-
     from labls import __version__
 
     parser = argparse.ArgumentParser(prog="labls", description=__doc__)

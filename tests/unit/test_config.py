@@ -104,16 +104,15 @@ def test_toml_cache_is_exact_and_best_effort(tmp_path: Path, monkeypatch) -> Non
     assert load(ws)[0].state_dir == "s3"
 
 
-def test_labls_run_reaches_its_launch_without_the_slow_imports(tmp_path: Path) -> None:
-    """What `labls run` loads before its run starts (config read through a warm cache): not
-    tomllib, typing, sqlite3, json's users or the judging modules, which load while the run
-    starts. Each of them costs milliseconds of every `labls run`."""
+def test_labls_run_reads_its_config_through_the_cache(tmp_path: Path) -> None:
+    """`labls run` with a warm config cache never loads tomllib. (The engine's own modules
+    load plainly, up front: lazily they saved `labls run` under 10 ms, and made the first run
+    of a language server hold its loop for 100 ms while they loaded.)"""
     (tmp_path / "labls.toml").write_text('state_dir = "s"\n')
     code = ("import sys\nfrom pathlib import Path\nfrom labls.server import cli, cli_runs\n"
             "from labls.sandbox import config, engine\n"
             f"config.load(Path({str(tmp_path)!r}))\n"
-            "slow = ('tomllib', 'sqlite3', 'labls.sandbox.registry',\n"
-            "        'labls.sandbox.judge', 'labls.sandbox.metrics', 'labls.sandbox.capture')\n"
+            "slow = ('tomllib',)\n"
             "print(sorted(m for m in slow if m in sys.modules))\n")
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
     runs = [subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
