@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
 
 from labls.sandbox.records import RunRecord
+from labls.sandbox.wire import named
 
 
 @dataclass
@@ -17,15 +17,9 @@ class Comparison:
     delta: float | None
     pct: float | None
     verdict: str  # improvement | regression | noChange | indeterminate
-    current_id: str
-    baseline_id: str | None
+    current_id: str = field(metadata=named("runId"))
+    baseline_id: str | None = field(metadata=named("baselineId"))
     reason: str = ""
-
-    def wire(self) -> dict[str, Any]:
-        return {"metric": self.metric, "goal": self.goal, "current": self.current,
-                "baseline": self.baseline, "delta": self.delta, "pct": self.pct,
-                "verdict": self.verdict, "runId": self.current_id,
-                "baselineId": self.baseline_id, "reason": self.reason}
 
 
 def compare(current: RunRecord, baseline: RunRecord | None, metric: str, goal: str,

@@ -28,10 +28,6 @@ class Failure:
     reason: str
     nearest: str = ""
 
-    def wire(self) -> dict[str, str]:
-        return {"path": self.path, "block": self.block, "reason": self.reason,
-                "nearest": self.nearest}
-
 
 class Refused(Exception):
     """One path the edit may not touch (protected, binary): a failure, not a bad request."""

@@ -35,6 +35,7 @@ from labls.sandbox import gitsafe
 from labls.sandbox.config import Config
 from labls.sandbox.engine import Engine, RunRequest
 from labls.sandbox.records import RunRecord
+from labls.sandbox.wire import to_wire
 
 from . import commits
 from .commits import StepRefused, ensure_ready, git, refuse_a_tracked_state_dir
@@ -61,15 +62,8 @@ class StepResult:
     baseline_runs: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
-    def wire(self) -> dict[str, Any]:
-        c = self.comparison
-        return {"verdict": self.verdict, "reason": self.reason,
-                "run": self.run.to_wire() if self.run else None,
-                "baseline": self.baseline.to_wire() if self.baseline else None,
-                "delta": c.delta if c else None, "comparison": c.wire() if c else None,
-                "commit": self.commit, "discardedRef": self.discarded_ref,
-                "failures": self.failures, "baselineRuns": self.baseline_runs,
-                "notes": self.notes}
+    def wire_extra(self) -> dict[str, Any]:
+        return {"delta": self.comparison.delta if self.comparison else None}
 
 
 @dataclass
@@ -143,7 +137,7 @@ class Experiment:
                            "commits what it changes, so it may not create ignored files")
             if refusal:
                 return self._record(StepResult(
-                    "crash", refusal, baseline=base.run, failures=[f.wire() for f in
+                    "crash", refusal, baseline=base.run, failures=[to_wire(f) for f in
                                                                    plan.failures],
                     baseline_runs=base.runs, notes=base.notes), hypothesis, None, judge)
             return self._try(plan, hypothesis, base, judge, script, timeout_sec, args)

@@ -25,6 +25,7 @@ from typing import Any
 
 from labls.prompts import render
 from labls.sandbox import gitsafe
+from labls.sandbox.wire import named, to_wire
 
 from .commits import StepRefused, git
 from .editplan import confine
@@ -56,14 +57,7 @@ class LoopState:
     iterations: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
     started_at: float = field(default_factory=time.time)
-    prepared: dict[str, Any] | None = None
-
-    def wire(self) -> dict[str, Any]:
-        return {"loopId": self.loop_id, "state": self.state, "iterations": self.iterations,
-                "error": self.error, "startedAt": self.started_at, "prepare": self.prepared,
-                "spec": {"iterations": self.spec.iterations, "model": self.spec.model,
-                         "timeBudgetSec": self.spec.time_budget_sec,
-                         "program": self.spec.program, "script": self.spec.script}}
+    prepared: dict[str, Any] | None = field(default=None, metadata=named("prepare"))
 
 
 def aider_proposer(model: str, timeout: float = 600) -> Proposer:
@@ -161,7 +155,7 @@ class AutoLoop:
         if record.state != "succeeded" and kind != "noMetrics":
             raise RuntimeError(f"prepare script {self.spec.prepare} {record.state}: "
                                f"{(record.error or {}).get('message', '')}")
-        return {"runId": record.run_id, "state": record.state}
+        return {"runId": record.run_id, "state": str(record.state)}
 
     def _iteration(self, index: int) -> dict[str, Any]:
         script = self.spec.script
@@ -211,12 +205,24 @@ class AutoLoop:
         return code
 
 
+@dataclass
+class Attempt:
+    """One step of an iteration, as the loop's state lists it (wire form: `to_wire`)."""
+
+    verdict: str
+    reason: str
+    run_id: str | None
+    commit: str | None
+    discarded_ref: str | None
+    metric: float | None
+
+
 def _summary(result: StepResult) -> dict[str, Any]:
-    run = result.run
-    return {"verdict": result.verdict, "reason": result.reason,
-            "runId": run.run_id if run else None, "commit": result.commit,
-            "discardedRef": result.discarded_ref,
-            "metric": result.comparison.current if result.comparison else None}
+    run, c = result.run, result.comparison
+    wire: dict[str, Any] = to_wire(Attempt(result.verdict, result.reason,
+                                           run.run_id if run else None, result.commit,
+                                           result.discarded_ref, c.current if c else None))
+    return wire
 
 
 def set_aside_leftovers(workspace: Path, loop_id: str) -> None:
@@ -252,9 +258,8 @@ def new_loop_id() -> str:
 
 
 def state_to_json(state: LoopState) -> dict[str, Any]:
-    return {"loop_id": state.loop_id, "spec": asdict(state.spec), "state": state.state,
-            "iterations": state.iterations, "error": state.error,
-            "started_at": state.started_at, "prepared": state.prepared}
+    """The form the ledger stores (snake_case, every field)."""
+    return asdict(state)
 
 
 def state_from_json(data: dict[str, Any]) -> LoopState:

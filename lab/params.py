@@ -82,7 +82,7 @@ def structure(raw: Any, cls: type[T], command: str) -> T:
 
 
 def _camelise(message: str) -> str:
-    from labls.sandbox.config import camel_case
+    from labls.sandbox.wire import camel_case
 
     # "invalid value for type, expected int @ .timeout_sec" → "... @ timeoutSec"
     return re.sub(r"@ \.?([\w.\[\]'\"]+)", lambda m: "@ field " + camel_case(m.group(1)),
@@ -189,7 +189,7 @@ def json_schema(cls: type) -> dict[str, Any]:
     import dataclasses
     import typing
 
-    from labls.sandbox.config import camel_case
+    from labls.sandbox.wire import camel_case
 
     hints = typing.get_type_hints(cls)
     properties: dict[str, Any] = {}

@@ -18,6 +18,7 @@ from labls.sandbox import datasets
 from labls.sandbox.config import Config
 from labls.sandbox.engine import Engine, RunInputError, RunListener, RunRequest
 from labls.sandbox.records import STATES, RunRecord
+from labls.sandbox.wire import to_wire
 
 from . import params as p
 from .compare import Comparison, compare
@@ -129,7 +130,7 @@ class LabSession:
         record = self.record(prm.run_id, command)
         if prm.baseline_id is not None:
             self.record(prm.baseline_id, command, "baselineId")
-        return self.compare(record, prm.baseline_id).wire()
+        return to_wire(self.compare(record, prm.baseline_id))
 
     # --- edits and steps --------------------------------------------------------------------------
     def plan_edit(self, prm: p.EditApplyParams, command: str) -> Any:
@@ -174,10 +175,10 @@ class LabSession:
                 result = self.experiment().step(prm.hypothesis, prm.edit, self.config.loop.script,
                                                 prm.timeout_sec, prm.args)
             except StepRefused as exc:  # the same shape as any step's answer
-                return {"ok": False, **StepResult("crash", str(exc)).wire()}
+                return {"ok": False, **to_wire(StepResult("crash", str(exc)))}
             except RunInputError as exc:  # the baseline's run, asked as the step asks
                 raise LabError(f"{command}: {exc}") from None
-        return {"ok": True, **result.wire()}
+        return {"ok": True, **to_wire(result)}
 
     def judged_script(self, script: str | None, command: str) -> None:
         """What a step runs is what it is judged by: the user's `loop.script`, never a script
@@ -258,12 +259,12 @@ class LabSession:
         from .loop import state_from_json
 
         if loop_id in self._loops:
-            wire: dict[str, Any] = self._loops[loop_id].state.wire()
+            wire: dict[str, Any] = to_wire(self._loops[loop_id].state)
             return wire
         data = self.ledger.get_loop(loop_id)
         if data is None:
             raise p.invalid(command, "loopId", f"names no loop: {loop_id!r}")
-        resumed: dict[str, Any] = state_from_json(data).wire()
+        resumed: dict[str, Any] = to_wire(state_from_json(data))
         return resumed
 
     def loop_stop(self, loop_id: str, command: str) -> dict[str, Any]:
@@ -295,9 +296,8 @@ class LabSession:
 
 def datasets_of(cfg: Config) -> dict[str, Any]:
     """`labls.datasets.list`: the cache root and which datasets are really there."""
-    scan = datasets.scan(cfg.dataset_cache_root, cfg.datasets)
-    return {"cacheRoot": scan.cache_root, "rootExists": scan.root_exists,
-            "error": scan.root_error, "datasets": [_dataset_wire(d) for d in scan.datasets]}
+    wire: dict[str, Any] = to_wire(datasets.scan(cfg.dataset_cache_root, cfg.datasets))
+    return wire
 
 
 def render_prompt(cfg: Config, root: Path, prm: p.PromptRenderParams, command: str,
@@ -331,7 +331,7 @@ def edit_refused(reason: str, via: str = "none") -> dict[str, Any]:
 
 def edit_answer(plan: Any, via: str) -> dict[str, Any]:
     """`labls.edit.apply`'s answer for a plan: its failures, or what was (or would be) done."""
-    failures = [f.wire() for f in plan.failures]
+    failures = [to_wire(f) for f in plan.failures]
     if not plan.ok:
         return {**edit_refused(failures[0]["reason"] if failures else "nothing to apply"),
                 "failures": failures}
@@ -340,11 +340,3 @@ def edit_answer(plan: Any, via: str) -> dict[str, Any]:
         for f in files:
             f.pop("diff")
     return {"ok": True, "via": via, "files": files, "failures": []}
-
-
-def _dataset_wire(d: Any) -> dict[str, Any]:
-    from dataclasses import asdict
-
-    data = asdict(d)
-    data.pop("example")
-    return data

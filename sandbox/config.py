@@ -20,7 +20,7 @@ import copy
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -361,22 +361,6 @@ def load(
                                       f"{cfg.run.max_timeout_sec:g}", "using the ceiling"))
         cfg.run.timeout_sec = cfg.run.max_timeout_sec
     return cfg, problems
-
-
-def to_wire(obj: Any) -> Any:
-    """A dataclass tree as camelCase JSON-ready data."""
-    if is_dataclass(obj) and not isinstance(obj, type):
-        return {camel_case(f.name): to_wire(getattr(obj, f.name)) for f in fields(obj)}
-    if isinstance(obj, dict):
-        return {k: to_wire(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [to_wire(v) for v in obj]
-    return obj
-
-
-def camel_case(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(p.title() for p in rest)
 
 
 WORKSPACE_MARKERS = ("labls.toml", "pyproject.toml", ".git")

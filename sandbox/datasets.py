@@ -15,6 +15,7 @@ from typing import Any
 
 from . import tomlcache
 from .config import DatasetDecl
+from .wire import named
 
 
 @dataclass(frozen=True)
@@ -33,14 +34,14 @@ class DatasetStatus:
     files: list[str]
     bytes: int
     missing: list[str]
-    example: str = ""
+    example: str = field(default="", metadata=named(None))  # for prompts, not the wire
 
 
 @dataclass
 class CacheScan:
     cache_root: str
     root_exists: bool
-    root_error: str | None
+    root_error: str | None = field(metadata=named("error"))
     datasets: list[DatasetStatus] = field(default_factory=list)
 
     @property

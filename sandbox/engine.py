@@ -37,8 +37,9 @@ from .observe import (
     sweep_stale_views,
 )
 from .provenance import Frame
-from .records import ErrorKind, RunRecord, RunState, finite, make_error
+from .records import ErrorKind, RunRecord, RunState, make_error
 from .registry import Registry
+from .wire import to_wire
 from .workdir import hand_over, populate
 from .workview import WorkView
 
@@ -672,7 +673,7 @@ class _Run:
 
     def _save(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        results = {**self.record.to_wire(), "series": finite(self.series)}
+        results = {**self.record.to_wire(), "series": to_wire(self.series)}
         tmp = Path(self.record.results_path).with_suffix(".tmp")
         records.write_json(tmp, results)
         os.replace(tmp, self.record.results_path)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import datasets, metrics, provenance, untrusted
 from .records import ErrorKind, RunState, make_error
+from .wire import to_wire
 
 if TYPE_CHECKING:
     from .capture import OutputPump
@@ -53,7 +54,7 @@ def judge(run: _Run, pump: OutputPump) -> Verdict:
     warnings: list[dict[str, Any]] = []
     merged = metrics.merge(_metric_sources(run, pump, warnings))
     probe = provenance.read_probe(run.probe_dir)
-    warnings += [p.wire() for p in probe.problems]
+    warnings += [to_wire(p) for p in probe.problems]
     specs = datasets.all_specs(run.cfg.datasets)
     scan = datasets.scan(run.cfg.dataset_cache_root, run.cfg.datasets)
     note = run.observer_note or (run.reads.note if run.reads else "")
@@ -80,7 +81,7 @@ def _untrusted(warnings: list[dict[str, Any]], base: Path, rel: str,
     try:
         return untrusted.read_bytes(base, rel, limit) or b""
     except (untrusted.Refused, OSError) as exc:
-        warnings.append(untrusted.Problem(f"{base.name}/{rel}", str(exc)).wire())
+        warnings.append(to_wire(untrusted.Problem(f"{base.name}/{rel}", str(exc))))
         return b""
 
 
@@ -100,7 +101,7 @@ def _metric_sources(run: _Run, pump: OutputPump,
             found["resultsFile"] = metrics.parse_results_json(untrusted.loads(data))
             break
         except ValueError as exc:
-            warnings.append(untrusted.Problem(f"work/{rel}", str(exc)).wire())
+            warnings.append(to_wire(untrusted.Problem(f"work/{rel}", str(exc))))
     return found
 
 
@@ -151,7 +152,7 @@ def _failure(run: _Run, probe: provenance.ProbeEvents, verdict: Verdict) -> dict
                 else ErrorKind.EXCEPTION)
         return make_error(kind, f"the run {how} without a Python traceback")
     frames, exception = parsed
-    verdict.traceback = [f.wire() for f in frames]
+    verdict.traceback = [to_wire(f) for f in frames]
     frame = provenance.innermost_workspace_frame(frames)
     exc_type = exception.split(":", 1)[0].rsplit(".", 1)[-1]
     remote = [e for e in probe.network if not e.get("local")]

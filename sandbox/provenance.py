@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import untrusted
 from .datasets import CacheScan, DatasetSpec, dataset_for_path
+from .wire import named
 
 if TYPE_CHECKING:
     from .observe import DatasetReads
@@ -123,14 +124,13 @@ EXCEPTION_LINE = re.compile(r"^[\w.]*(?:Error|Exception|Exit|Interrupt|Warning)\
 
 @dataclass
 class Frame:
-    file: str  # as printed
+    file: str = field(metadata=named(None))  # as printed
     line: int
-    func: str
-    rel: str | None  # relative to the work dir when the file is workspace code
+    func: str = field(metadata=named("function"))
+    rel: str | None = field(metadata=named(None))  # relative to the work dir: workspace code
 
-    def wire(self) -> dict[str, Any]:
-        return {"file": self.rel or self.file, "line": self.line, "function": self.func,
-                "workspace": self.rel is not None}
+    def wire_extra(self) -> dict[str, Any]:
+        return {"file": self.rel or self.file, "workspace": self.rel is not None}
 
 
 def _frame(m: re.Match[str], work_dir: Path) -> Frame:

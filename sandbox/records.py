@@ -5,12 +5,12 @@ from __future__ import annotations
 import itertools
 import json
 import time
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from .config import camel_case
+from .wire import camel_case, to_wire
 
 
 class RunState(StrEnum):
@@ -94,7 +94,8 @@ class RunRecord:
         """camelCase and strict JSON: a NaN or infinity anywhere becomes null (the keys that
         were not finite are listed in `structured.nonFinite`). Field by field, no deep copy:
         a map of finite numbers (the metrics, however many) is passed as it is."""
-        return {camel_case(f.name): finite(getattr(self, f.name)) for f in fields(self)}
+        wire: dict[str, Any] = to_wire(self)
+        return wire
 
     def summary(self, judged: str | None = None, keep: int = SUMMARY_METRICS) -> RunRecord:
         """The record with its metrics bounded (the judged one, then the first `keep` printed)
@@ -179,18 +180,3 @@ def make_error(kind: ErrorKind, message: str, file: str | None = None,
     return {"kind": kind, "message": message, "file": file, "line": line}
 
 
-_PLAIN = frozenset({float, int, str, bool, type(None)})
-
-
-def finite(value: Any) -> Any:
-    """`value` with every non-finite float replaced by None, so strict JSON can carry it."""
-    if isinstance(value, float):
-        return value if value - value == 0.0 else None
-    if isinstance(value, dict):
-        if all(type(v) in _PLAIN and (type(v) is not float or v - v == 0.0)
-               for v in value.values()):
-            return value  # flat and finite (metrics, their sources): nothing to copy
-        return {k: finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [finite(v) for v in value]
-    return value

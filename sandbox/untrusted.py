@@ -18,9 +18,11 @@ import json
 import os
 import stat
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .wire import named
 
 MAX_FILE = 64 << 20
 MAX_LINE = 64 << 10
@@ -32,11 +34,11 @@ class Problem:
     """One input of the run's that labls refused, for a warning on the record."""
 
     file: str
-    reason: str
+    reason: str = field(metadata=named(None))
 
-    def wire(self) -> dict[str, str]:
-        return {"code": "hostile-input", "file": self.file, "message": f"{self.file}: "
-                f"{self.reason}; this input was ignored"}
+    def wire_extra(self) -> dict[str, str]:
+        return {"code": "hostile-input",
+                "message": f"{self.file}: {self.reason}; this input was ignored"}
 
 
 class Refused(Exception):

@@ -15,6 +15,7 @@ from lsprotocol import types
 
 from labls.lab.compare import Comparison
 from labls.sandbox.records import RunRecord
+from labls.sandbox.wire import to_wire
 
 SOURCE = "labls"
 Lines = Callable[[str], list[str] | None]  # workspace-relative path → its lines, or None
@@ -138,5 +139,5 @@ def build(record: RunRecord, comparison: Comparison | None, read_lines: Lines,
             f"{comparison.baseline:.6g} (run {comparison.baseline_id}), Δ "
             f"{comparison.delta:+.6g}{pct}",
             types.DiagnosticSeverity.Warning if comparison.verdict == "regression"
-            else types.DiagnosticSeverity.Information, {"comparison": comparison.wire()})
+            else types.DiagnosticSeverity.Information, {"comparison": to_wire(comparison)})
     return out

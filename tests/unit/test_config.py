@@ -6,7 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from labls.sandbox.config import Config, load, merge, to_wire
+from labls.sandbox.config import Config, load, merge
+from labls.sandbox.wire import to_wire
 
 
 def test_defaults_match_the_protocol_table() -> None:

@@ -14,6 +14,7 @@ import pytest
 from labls.lab.editplan import EditPlan, restore, unified, write_atomically
 from labls.lab.edits import plan_edit
 from labls.lab.protect import Guard
+from labls.sandbox.wire import to_wire
 
 FORMATS = ("searchReplace", "whole", "udiff", "workspaceEdit")
 
@@ -127,7 +128,7 @@ def test_a_diff_creating_a_symlink_is_refused(ws: Path, tmp_path: Path) -> None:
 
     result = plan(ws, "udiff", text=diff)
     assert not result.ok and "120000" in result.failures[0].reason
-    assert "hunter2" not in repr(result.files()) + repr([f.wire() for f in result.failures])
+    assert "hunter2" not in repr(result.files()) + repr([to_wire(f) for f in result.failures])
     assert not (ws / "leak.txt").exists()
 
 

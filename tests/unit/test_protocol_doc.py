@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from labls.lab import params as p
-from labls.sandbox.config import Config, camel_case
+from labls.sandbox.config import Config
+from labls.sandbox.wire import camel_case
 from labls.server.commands import COMMANDS
 
 DOC = (Path(__file__).resolve().parents[2] / "docs" / "PROTOCOL.md").read_text()
