@@ -2,8 +2,9 @@
 
 `labls serve` over stdio (the project's own client). A run prints N metric keys; meanwhile, and
 until its `labls/runFinished` has arrived, `labls.run.list` is asked back to back and each
-answer timed: its latencies (p50, p99, max) are how long the server's event loop was blocked at
-worst. Also the size of the `runFinished` notification and the total bytes the server wrote.
+answer timed (p50, p99, max): what a client waits. How long the server's own event loop was
+blocked is measured inside it (`lagged_serve.py`: the lateness of a timer due every 5 ms).
+Also the size of the `runFinished` notification and the total bytes the server wrote.
 Writes bench/out/lsp_wide.json.
 
     .venv/bin/python bench/bench_lsp_wide.py [--keys 1000000]
@@ -13,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,7 +33,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="labls-bench-lspwide-") as tmp:
         ws = Path(tmp)
         (ws / "wide.py").write_text(SCRIPT.format(keys=args.keys))
-        with LspClient(ws) as client:
+        lag_file = ws.parent / f"{ws.name}-lag.json"
+        env = {**os.environ, "LABLS_BENCH_LAG_FILE": str(lag_file)}
+        serve = [sys.executable, str(Path(__file__).with_name("lagged_serve.py"))]
+        with LspClient(ws, command=serve, env=env) as client:
             client.initialize({"datasetCacheRoot": str(ws / "none")})
             run_id = client.command("labls.run.start", {"script": "wide.py",
                                                          "timeoutSec": 600})["runId"]
@@ -47,17 +53,31 @@ def main() -> None:
                 client.command("labls.run.list", {"limit": 5})
                 latencies.append(time.perf_counter() - s)
             assert note is not None, "no runFinished"
+            finished_at = time.monotonic()
             for _ in range(20):  # and a little after, while diagnostics settle
                 s = time.perf_counter()
                 client.command("labls.run.list", {"limit": 5})
                 latencies.append(time.perf_counter() - s)
+            asked_whole = time.monotonic()  # (the server's clock too: one system-wide clock)
             s = time.perf_counter()
             whole = client.command("labls.run.get", {"runId": run_id})
             get_sec = time.perf_counter() - s
+        lag = json.loads(lag_file.read_text())
+        lag_file.unlink()
+        # the window measured: up to the request for the whole record (which is big on purpose)
+        lags = [late for at, late in lag["lags"] if at < asked_whole]
+        worst = sorted((late, at) for at, late in lag["lags"] if at < asked_whole)[-10:]
     result = {"keys": args.keys, "requests": len(latencies),
               "run_list_p50_ms": percentile(latencies, 0.5) * 1e3,
               "run_list_p99_ms": percentile(latencies, 0.99) * 1e3,
               "run_list_max_ms": max(latencies) * 1e3,
+              "loop_lag_p99_ms": percentile(lags, 0.99) * 1e3,
+              "loop_lag_max_ms": max(lags) * 1e3, "loop_lags_over_100ms": sum(
+                  x > 0.1 for x in lags),
+              "loop_worst_lags": [{"ms": round(late * 1e3, 1),
+                                   "sec_from_run_start": round(at - t0, 2),
+                                   "sec_from_run_finished": round(at - finished_at, 2)}
+                                  for late, at in reversed(worst)],
               "run_finished_bytes": len(json.dumps(note)),
               "run_get_whole_sec": get_sec, "run_get_metrics": len(whole["metrics"])}
     write_results("lsp_wide", result)
