@@ -33,7 +33,7 @@ from common import write_results
 
 HERE = Path(__file__).resolve().parent
 PY = sys.executable
-SOURCES = ("labls_pkg", "server", "sandbox", "lab", "prompts")
+SOURCES = ("server", "sandbox", "lab", "prompts")
 BLOCKS = """
 import sys
 block = ("x" * 99 + "\\n") * 10000

@@ -265,9 +265,9 @@ def build(lab: Lab) -> Server[Any]:
         return types.ReadResourceResult(contents=[
             types.TextResourceContents(uri=uri, text=text, mime_type=mime)])
 
-    from labls import __version__
+    from labls.lab import version
 
-    return Server("labls", version=__version__, on_list_tools=list_tools,
+    return Server("labls", version=version(), on_list_tools=list_tools,
                   on_call_tool=call_tool, on_list_resources=list_resources,
                   on_list_resource_templates=list_templates, on_read_resource=read_resource,
                   instructions="labls runs ML experiments in a sandbox and reports their "

@@ -14,6 +14,8 @@ from lsprotocol import types
 from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol, lsp_method
 
+from labls.lab import version
+
 if TYPE_CHECKING:
     from labls.lab.session import LabSession
     from labls.sandbox.config import Config, ConfigProblem
@@ -48,9 +50,7 @@ def _unwrap(settings: Any) -> Any:
 
 class LabServer(LanguageServer):
     def __init__(self) -> None:
-        from labls import __version__
-
-        super().__init__("labls", __version__, protocol_cls=LabProtocol)
+        super().__init__("labls", version(), protocol_cls=LabProtocol)
         self._config: Config | None = None
         self._init_options: Any = None
         self._client_settings: Any = None

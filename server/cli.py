@@ -10,10 +10,10 @@ from collections.abc import Sequence
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from labls import __version__
+    from labls.lab import version
 
     parser = argparse.ArgumentParser(prog="labls", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"labls {__version__}")
+    parser.add_argument("--version", action="version", version=f"labls {version()}")
     sub = parser.add_subparsers(dest="verb", required=True)
 
     serve = sub.add_parser("serve", help="speak LSP over stdio (the default for editors)")

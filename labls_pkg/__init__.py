@@ -1,3 +1,0 @@
-"""labls: a language server for machine-learning experiments."""
-
-__version__ = "0.1.0"
