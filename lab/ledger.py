@@ -16,7 +16,7 @@ import threading
 import time
 from typing import Any
 
-from labls.sandbox.registry import Registry, RegistryError, process_start
+from labls.sandbox.registry import Registry, RegistryError, connect, process_start
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS ledger (
@@ -45,8 +45,7 @@ class Ledger:
         self.registry = registry
         self._lock = threading.Lock()
         try:
-            self._db = sqlite3.connect(registry.path, timeout=30, check_same_thread=False,
-                                       isolation_level=None)
+            self._db = connect(registry.path)
             self._db.executescript(SCHEMA)
             have = {row[1] for row in self._db.execute("PRAGMA table_info(ledger)")}
             for column, kind in ADDED.items():

@@ -65,6 +65,14 @@ def process_start(pid: int) -> str | None:
     return stat[stat.rfind(b")") + 2 :].split()[19].decode()
 
 
+def connect(path: Path) -> sqlite3.Connection:
+    """A connection to `labls.db` as every user of it opens one: autocommit, shared between
+    threads (callers hold their own lock), WAL's `synchronous=NORMAL`, 30 s for a busy lock."""
+    db = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
+    db.execute("PRAGMA synchronous=NORMAL")
+    return db
+
+
 class RegistryError(OSError):
     """The registry cannot be opened; the message names the file and what to do."""
 
@@ -76,16 +84,13 @@ class Registry:
         self._read_lock = threading.Lock()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, timeout=30, check_same_thread=False,
-                                       isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db = connect(path)
+            self._db.execute("PRAGMA journal_mode=WAL")  # (kept by the file, for every reader)
             self._db.executescript(SCHEMA)
             self._migrate()
             # Reads have a connection of their own: under WAL they see the last commit and
             # never wait for a writer (a run's 10^6 metric rows took 3 s to insert).
-            self._reader = sqlite3.connect(path, timeout=30, check_same_thread=False,
-                                           isolation_level=None)
+            self._reader = connect(path)
             self._owner = (os.getpid(), process_start(os.getpid()))
             self.interrupted = self._mark_orphans()
         except (sqlite3.Error, OSError) as exc:
