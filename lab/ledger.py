@@ -16,7 +16,8 @@ import threading
 import time
 from typing import Any
 
-from labls.sandbox.registry import Registry, RegistryError, connect, process_start
+from labls.sandbox.proctree import process_start
+from labls.sandbox.registry import Registry, RegistryError, connect
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS ledger (
@@ -47,10 +48,12 @@ class Ledger:
         try:
             self._db = connect(registry.path)
             self._db.executescript(SCHEMA)
-            have = {row[1] for row in self._db.execute("PRAGMA table_info(ledger)")}
-            for column, kind in ADDED.items():
-                if column not in have:
-                    self._db.execute(f"ALTER TABLE ledger ADD COLUMN {column} {kind}")
+            with self._db:  # (one transaction: two processes opening at once migrate once)
+                self._db.execute("BEGIN IMMEDIATE")
+                have = {row[1] for row in self._db.execute("PRAGMA table_info(ledger)")}
+                for column, kind in ADDED.items():
+                    if column not in have:
+                        self._db.execute(f"ALTER TABLE ledger ADD COLUMN {column} {kind}")
         except sqlite3.Error as exc:
             raise RegistryError(f"the experiment ledger in {registry.path} cannot be used: "
                                 f"{exc}") from exc

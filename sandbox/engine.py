@@ -13,6 +13,7 @@ import os
 import re
 import select
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -103,6 +104,7 @@ class Engine:
         self._lock = threading.Lock()
         self._pruning = self._prune_again = False
         self._pruner: threading.Thread | None = None
+        self._cancel_watch: threading.Thread | None = None
 
     # --- public API ---------------------------------------------------------------------------
     def start(self, request: RunRequest) -> RunRecord:
@@ -124,6 +126,10 @@ class Engine:
         run.ticket = self.slots.enqueue()  # its place in the queue: the order of submission
         with self._lock:
             self._active[run_id] = run
+            if self._cancel_watch is None or not self._cancel_watch.is_alive():
+                self._cancel_watch = threading.Thread(
+                    target=self._watch_cancels, name="labls-cancels", daemon=True)
+                self._cancel_watch.start()
         run.thread.start()
         return record
 
@@ -165,13 +171,32 @@ class Engine:
         return self.get(run_id)
 
     def cancel(self, run_id: str, timeout: float | None = None) -> RunRecord | None:
+        """Cancel a run and wait up to `timeout` for its final record. A run of another process
+        (a `labls run`, another server) is asked through the registry; its owner takes the
+        request within half a second."""
         with self._lock:
             run = self._active.get(run_id)
-        if run is None:
-            return self.registry.get(run_id)
-        run.request_cancel()
-        run.done.wait(timeout)
-        return run.record
+        if run is not None:
+            run.request_cancel()
+            run.done.wait(timeout)
+            return run.record
+        return self.registry.ask_cancel(run_id, timeout)
+
+    def _watch_cancels(self) -> None:
+        """While this engine has runs: take the cancels other processes asked for them."""
+        while True:
+            time.sleep(0.5)
+            with self._lock:
+                ids = list(self._active)
+                if not ids:
+                    self._cancel_watch = None
+                    return
+            with contextlib.suppress(OSError, sqlite3.Error):  # a registry that failed
+                for run_id in self.registry.take_cancels(ids):
+                    with self._lock:
+                        run = self._active.get(run_id)
+                    if run is not None:
+                        run.request_cancel()
 
     def stop_all(self, timeout: float = 5.0) -> None:
         """Cancel every run of this engine; the grace period is capped so all go in `timeout`."""
@@ -374,6 +399,7 @@ class _Run:
     def _launch(self, slot: Slot) -> OutputPump:
         for folder in (self.probe_dir, self.home_dir):
             folder.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "owner").write_text(proctree.owner_mark())  # its views are ours
         asked = self.cfg.run.isolation
         self.record.isolation = "bwrap" if asked == "auto" else asked  # kept if refused
         kind = isolation.choose(asked, self.cfg.run.network)

@@ -34,6 +34,8 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import proctree
+
 RESOLVER = "192.0.2.53"  # TEST-NET-1: never routable, so a DNS query is a counted attempt
 MAX_PATHS = 100_000  # paths kept per run; beyond that only the counts grow
 
@@ -284,10 +286,19 @@ def sweep_stale_views(state_dir: Path) -> int:
             if point.startswith(prefix) and point.endswith(("/datasets", "/work")):
                 stale.append(point)
     owned = _live_views()
+    stale = [p for p in stale if p not in owned and not _owner_alive(Path(p).parent)]
     for point in stale:
-        if point not in owned:
-            _libc.umount2(point.encode(), _MNT_DETACH)
-    return len([p for p in stale if p not in owned])
+        _libc.umount2(point.encode(), _MNT_DETACH)
+    return len(stale)
+
+
+def _owner_alive(run_dir: Path) -> bool:
+    """The run's folder names its engine's process (`owner`), and that process still runs:
+    another labls (an editor's server, a `labls run`) owns the view."""
+    try:
+        return proctree.mark_alive((run_dir / "owner").read_text())
+    except OSError:
+        return False
 
 
 _views_lock = threading.Lock()

@@ -13,6 +13,26 @@ import signal
 from pathlib import Path
 
 
+def process_start(pid: int) -> str | None:
+    """The kernel's start time of `pid` (field 22 of /proc/pid/stat), to detect pid reuse."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    return stat[stat.rfind(b")") + 2 :].split()[19].decode()
+
+
+def owner_mark() -> str:
+    """This process as `pid start`, for a file that says who owns something."""
+    return f"{os.getpid()} {process_start(os.getpid())}"
+
+
+def mark_alive(mark: str) -> bool:
+    """Whether the process an `owner_mark` names still runs (not a new one with its pid)."""
+    pid, _, start = mark.strip().partition(" ")
+    return pid.isdigit() and process_start(int(pid)) == start
+
+
 def _parents() -> dict[int, int]:
     parents: dict[int, int] = {}
     for entry in os.scandir("/proc"):

@@ -12,9 +12,11 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
+from .proctree import process_start
 from .records import SUMMARY_METRICS, RunRecord, join_parts, split_wire
 
 SCHEMA = """
@@ -42,6 +44,9 @@ CREATE TABLE IF NOT EXISTS metric_series (
 CREATE TABLE IF NOT EXISTS pins (
     run_id TEXT PRIMARY KEY
 );
+CREATE TABLE IF NOT EXISTS cancels (
+    run_id TEXT PRIMARY KEY, asked_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS record_parts (
     run_id TEXT NOT NULL, idx INTEGER NOT NULL, field TEXT NOT NULL, data TEXT NOT NULL,
     PRIMARY KEY (run_id, idx)
@@ -56,21 +61,26 @@ CREATE TABLE IF NOT EXISTS provenance (
 RUNS_ADDED = {"summary": "TEXT"}  # the record with its metrics bounded, for listings
 
 
-def process_start(pid: int) -> str | None:
-    """The kernel's start time of `pid` (field 22 of /proc/pid/stat), to detect pid reuse."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return None
-    return stat[stat.rfind(b")") + 2 :].split()[19].decode()
-
-
 def connect(path: Path) -> sqlite3.Connection:
     """A connection to `labls.db` as every user of it opens one: autocommit, shared between
     threads (callers hold their own lock), WAL's `synchronous=NORMAL`, 30 s for a busy lock."""
     db = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
     db.execute("PRAGMA synchronous=NORMAL")
     return db
+
+
+def _use_wal(db: sqlite3.Connection) -> None:
+    """WAL mode (kept by the file, for every reader). A new file's change of mode is answered
+    `locked` at once, without the busy wait, while another process opens it too: retried."""
+    for _ in range(100):
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc):
+                raise
+            time.sleep(0.05)
+    db.execute("PRAGMA journal_mode=WAL")
 
 
 class RegistryError(OSError):
@@ -85,7 +95,7 @@ class Registry:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = connect(path)
-            self._db.execute("PRAGMA journal_mode=WAL")  # (kept by the file, for every reader)
+            _use_wal(self._db)
             self._db.executescript(SCHEMA)
             self._migrate()
             # Reads have a connection of their own: under WAL they see the last commit and
@@ -102,14 +112,20 @@ class Registry:
     def _migrate(self) -> None:
         """Columns added since a registry was created; the pins of a registry from before pins
         were kept apart (the lab's ledger was in this file, and named its kept runs)."""
-        have = {row[1] for row in self._db.execute("PRAGMA table_info(runs)")}
-        for column, kind in RUNS_ADDED.items():
-            if column not in have:
-                self._db.execute(f"ALTER TABLE runs ADD COLUMN {column} {kind}")
-        tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master")}
-        if "ledger" in tables and not self._db.execute("SELECT 1 FROM pins").fetchone():
-            self._db.execute("INSERT OR IGNORE INTO pins SELECT run_id FROM ledger "
-                             "WHERE status='keep' AND run_id != ''")
+        self._db.execute("BEGIN IMMEDIATE")  # two processes opening at once migrate once
+        try:
+            have = {row[1] for row in self._db.execute("PRAGMA table_info(runs)")}
+            for column, kind in RUNS_ADDED.items():
+                if column not in have:
+                    self._db.execute(f"ALTER TABLE runs ADD COLUMN {column} {kind}")
+            tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master")}
+            if "ledger" in tables and not self._db.execute("SELECT 1 FROM pins").fetchone():
+                self._db.execute("INSERT OR IGNORE INTO pins SELECT run_id FROM ledger "
+                                 "WHERE status='keep' AND run_id != ''")
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
 
     def _mark_orphans(self) -> list[str]:
         """Runs left `running`/`queued` by a process that no longer exists."""
@@ -216,6 +232,32 @@ class Registry:
                 "SELECT step, value FROM metric_series WHERE run_id=? AND name=? ORDER BY idx",
                 (run_id, name)).fetchall()
         return [(r[0], r[1]) for r in rows]
+
+    # --- cancels asked by another process ---------------------------------------------------
+    def ask_cancel(self, run_id: str, timeout: float | None = None) -> RunRecord | None:
+        """Ask the process that owns `run_id` to cancel it (the owner's engine looks twice a
+        second) and wait up to `timeout` for the final record; the record as it is then."""
+        record = self.get(run_id)
+        if record is None or record.final:
+            return record
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO cancels VALUES (?, ?)", (run_id, time.time()))
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not record.final and (deadline is None or time.monotonic() < deadline):
+            time.sleep(0.1)  # another process's run: its record here is all this one sees
+            record = self.get(run_id) or record
+        return record
+
+    def take_cancels(self, run_ids: list[str]) -> set[str]:
+        """Which of `run_ids` (this process's own runs) another process asked to cancel; the
+        requests are consumed."""
+        marks = ",".join("?" * len(run_ids))
+        with self._lock:
+            asked = {r[0] for r in self._db.execute(
+                f"SELECT run_id FROM cancels WHERE run_id IN ({marks})", run_ids)}
+            if asked:
+                self._db.executemany("DELETE FROM cancels WHERE run_id=?", [(r,) for r in asked])
+        return asked
 
     # --- what must stay -----------------------------------------------------------------------
     def run_ids(self) -> list[str]:

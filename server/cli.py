@@ -46,6 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--follow", action="store_true",
                       help="print the run's log as it grows, until the run ends")
 
+    cancel = sub.add_parser("cancel", help="cancel a queued or running run, whichever process "
+                            "started it (a `labls run`, an editor's server, `labls mcp`)")
+    cancel.add_argument("run_id", help="a run id, a unique start of one, or `last`")
+    cancel.add_argument("--wait", type=float, default=60.0,
+                        help="seconds to wait for the run's final record (default 60)")
+
     history = sub.add_parser("history", help="the experiment ledger (keep / discard / crash)")
     history.add_argument("--tsv", action="store_true", help="as autoresearch's results.tsv")
     history.add_argument("--limit", type=int, default=50, help="how many (default 50)")
@@ -138,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from . import cli_runs
 
         return cli_runs.run(args, launcher)
-    if args.verb in ("runs", "show", "history", "loop", "gc"):
+    if args.verb in ("runs", "show", "cancel", "history", "loop", "gc"):
         from . import cli_runs
 
         return int(getattr(cli_runs, args.verb)(args))

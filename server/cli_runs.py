@@ -1,4 +1,4 @@
-"""`labls run`, `labls runs`, `labls show`: the run engine from a terminal.
+"""`labls run`, `labls runs`, `labls show`, `labls cancel`: the run engine from a terminal.
 
 A live progress line on stderr (elapsed / budget, latest metrics), a summary table at the end.
 Exit code 0 only when the run succeeded.
@@ -151,6 +151,30 @@ def show(args: Any) -> int:
     else:
         sys.stdout.write(summary(record))
     return 0
+
+
+def cancel(args: Any) -> int:
+    """Cancel a run and print its final record: exit 0 once it is cancelled, 1 when it had
+    already ended or did not end within --wait, 2 for no such run."""
+    registry = _registry()[1]
+    try:
+        record, why = find_run(registry, args.run_id)
+        if record is None:
+            sys.stderr.write(f"labls cancel: {why}\n")
+            return REFUSED
+        if record.final:
+            sys.stderr.write(f"labls cancel: run {record.run_id} already ended: {record.state}\n")
+            return 1
+        final = registry.ask_cancel(record.run_id, args.wait) or record
+    finally:
+        registry.close()
+    sys.stdout.write(summary(final))
+    if not final.final:
+        sys.stderr.write(f"labls cancel: run {final.run_id} is still {final.state} after "
+                         f"{args.wait:g} s (its owner takes the request within half a second; "
+                         "it may be in its grace period, run.kill_grace_sec)\n")
+        return 1
+    return 0 if final.state == "cancelled" else 1
 
 
 def _follow(registry: Any, record: RunRecord) -> RunRecord:

@@ -1,6 +1,6 @@
 """The `labls` command line as a user types it: the workspace found from a subfolder, module
 runs, distinct exit codes, run ids by prefix or `last`, JSON listings, a closed pipe, and the
-verbs it shares with the servers (compare, edit, prompt)."""
+verbs it shares with the servers (compare, edit, prompt, cancel)."""
 
 from __future__ import annotations
 
@@ -57,6 +57,26 @@ def test_exit_codes_say_how_a_run_ended(ws) -> None:
     assert labls(ws, "run", "--timeout", "1", "slow.py").returncode == 3  # timed out
     refused = labls(ws, "run", "../outside.py")
     assert refused.returncode == 2 and "inside the workspace" in refused.stderr
+
+
+def test_cancel_reaches_a_run_of_another_labls_process(ws) -> None:
+    """`labls cancel` in one terminal stops the `labls run` of another: that run ends
+    `cancelled` (its exit code 4) and the cancel exits 0; again, or for no run, it refuses."""
+    with subprocess.Popen([*LABLS, "run", "--timeout", "60", "slow.py"], cwd=ws, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE) as runner:
+        try:
+            assert runner.stderr is not None
+            progress = runner.stderr.readline()  # once a second while the run goes
+            assert progress.startswith("["), progress
+            done = labls(ws, "cancel", "last")
+            assert done.returncode == 0, done.stdout + done.stderr
+            assert "cancelled" in done.stdout
+            assert runner.wait(timeout=60) == 4
+        finally:
+            runner.kill()
+    again = labls(ws, "cancel", "last")
+    assert again.returncode == 1 and "already ended: cancelled" in again.stderr
+    assert labls(ws, "cancel", "nope").returncode == 2
 
 
 def test_runs_by_prefix_and_last(ws) -> None:

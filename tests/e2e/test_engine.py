@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from labls.sandbox.engine import RunInputError, RunRequest
+from labls.sandbox.engine import Engine, RunInputError, RunRequest
 from labls.sandbox.records import RunRecord
 from labls.sandbox.registry import Registry
 from tests.helpers import trust
@@ -363,6 +363,33 @@ def test_cancel_stops_the_tree(lab) -> None:
     record = engine.cancel(started.run_id, timeout=10)
     assert record is not None and record.state == "cancelled"
     assert record.error is not None and record.error["line"] == 4
+
+
+def test_a_run_is_cancelled_from_another_engine_running_or_queued(lab) -> None:
+    """Another process's engine (here a second one on the same workspace: its own runs, one
+    registry) cancels through the registry, a running run and one waiting for the slot."""
+    owner = lab.configure(max_concurrent=1)
+    (lab.ws / "slow.py").write_text("import time\nprint('a: 1', flush=True)\ntime.sleep(60)\n")
+    running = owner.start(RunRequest("slow.py", timeout_sec=60))
+    queued = owner.start(RunRequest("slow.py", timeout_sec=60))
+    other = Engine(lab.ws, owner.config)
+    try:
+        deadline = time.monotonic() + 20
+        seen = lambda run_id: getattr(other.get(run_id), "state", None)  # noqa: E731
+        while (seen(queued.run_id), seen(running.run_id)) != ("queued", "running"):
+            assert time.monotonic() < deadline, (seen(queued.run_id), seen(running.run_id))
+            time.sleep(0.05)  # the registry is all the other engine sees of them
+        assert not other.is_active(running.run_id)
+        asked = time.monotonic()
+        waited = other.cancel(queued.run_id, timeout=20)
+        assert waited is not None and waited.state == "cancelled", waited
+        final = other.cancel(running.run_id, timeout=20)
+        assert final is not None and final.state == "cancelled", final
+        assert time.monotonic() - asked < 15  # both taken within the owner's half-second looks
+        assert owner.get(running.run_id).state == "cancelled"
+        assert other.cancel(running.run_id, timeout=1).state == "cancelled"  # already over
+    finally:
+        other.close()
 
 
 def test_runs_queue_for_a_slot_and_have_their_own_folders(lab) -> None:

@@ -131,3 +131,29 @@ def test_a_view_that_cannot_be_mounted_falls_back_to_a_copy_and_says_why(lab, he
     assert "mount refused here" in record.sandbox["workFolder"]
     seen = seen_by(record)
     assert seen["notes.txt"] and not seen[".env"] and not seen["keys/server.pem"]
+
+
+def test_a_new_engine_sweeps_only_the_views_no_live_process_owns(tmp_path: Path) -> None:
+    """A second labls (`labls run` beside an editor's server) sweeps the views an engine
+    killed left mounted; a view whose run folder names a live owner stays mounted."""
+    from labls.sandbox.observe import sweep_stale_views
+
+    state = tmp_path / "state"
+    with subprocess.Popen(["sleep", "60"]) as other:  # another labls process, still running
+        start = Path(f"/proc/{other.pid}/stat").read_bytes()
+        start_field = start[start.rfind(b")") + 2:].split()[19].decode()
+        points = {}
+        for run_id, owner in (("live", f"{other.pid} {start_field}"), ("dead", "999999999 1")):
+            point = state / "runs" / run_id / "work"
+            point.mkdir(parents=True)
+            (point.parent / "owner").write_text(owner)
+            subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(point)], check=True)
+            points[run_id] = point
+        try:
+            assert sweep_stale_views(state) == 1
+            assert os.path.ismount(points["live"])
+            assert not os.path.ismount(points["dead"])  # the control: a dead owner's is swept
+        finally:
+            other.kill()
+            for point in points.values():
+                subprocess.run(["umount", "-l", str(point)], capture_output=True)

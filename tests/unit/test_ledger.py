@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -51,3 +52,31 @@ def test_a_registry_from_before_pins_pins_the_kept_runs_of_its_ledger(tmp_path: 
     assert registry.unfinished_or_pinned() == {"old-keep"}
     ledger = Ledger(registry)  # and the old ledger gains the columns added since
     assert ledger.rows()[0]["judge"] == "" and ledger.last_kept() == ("old-keep", 0.0)
+
+
+def _open_together(path: Path, count: int) -> list[BaseException]:
+    """`count` threads open the registry and ledger at `path` at the same moment."""
+    gate = threading.Barrier(count)
+    errors: list[BaseException] = []
+
+    def open_one() -> None:
+        gate.wait()
+        try:
+            Ledger(Registry(path))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_one) for _ in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors
+
+
+def test_processes_opening_a_new_registry_at_once_migrate_it_once(tmp_path: Path) -> None:
+    """Two `labls` processes starting together (an editor's server and a `labls run`) each
+    add the columns a new file lacks; checked and added in one transaction, neither fails."""
+    for attempt in range(10):
+        errors = _open_together(tmp_path / f"{attempt}" / "labls.db", 4)
+        assert not errors, errors
