@@ -17,7 +17,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .metrics import MetricSet, parse_chunk
+from .metrics import MetricSet
+from .stdout_metrics import parse_chunk
 
 CHUNK = 4 << 20
 MAX_LINE = 64 * 1024
@@ -28,9 +29,12 @@ IDLE_POLL_SEC = 0.05
 
 class OutputPump:
     def __init__(self, log_path: Path,
-                 on_metrics: Callable[[MetricSet], None] | None = None) -> None:
+                 on_metrics: Callable[[MetricSet], None] | None = None,
+                 parsed: MetricSet | None = None,
+                 on_diverged: Callable[[str, str], None] | None = None) -> None:
         self.log_path = log_path
-        self.parsed = MetricSet()
+        self.parsed = parsed if parsed is not None else MetricSet()
+        self._on_diverged = on_diverged
         self.bytes_total = 0
         self._recent = b""  # the last TAIL_BYTES of complete lines
         self._carry = b""  # the current incomplete line (bounded by MAX_LINE)
@@ -95,7 +99,11 @@ class OutputPump:
         self._carry = b""
         self._recent = (self._recent + block[-TAIL_BYTES:])[-TAIL_BYTES:]
         self._extend_carry(rest)
-        return parse_chunk(block, self.parsed) > 0
+        found = parse_chunk(block, self.parsed) > 0
+        if self.parsed.diverged and self._on_diverged:  # told once: the run is being stopped
+            self._on_diverged(*self.parsed.diverged)
+            self._on_diverged = None
+        return found
 
     def _extend_carry(self, data: bytes) -> None:
         if self._skipping or not data:

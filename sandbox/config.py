@@ -43,6 +43,8 @@ class RunConfig:
     env: list[str] = field(default_factory=list)
     hide: list[str] = field(default_factory=list)  # globs a run must not see, beside secrets
     keep: int = 50  # run folders kept whole (newest first, plus kept experiments'); 0: all
+    stop_on_nan: bool = True  # a watched metric printed NaN / inf: the run is stopped
+    nan_grace_steps: int = 0  # ... after this many more non-finite values of it
 
 
 @dataclass
@@ -51,6 +53,7 @@ class MetricConfig:
     goal: str = "minimize"
     min_delta: float = 0.0
     require_provenance: bool = False  # a keep needs provenance `verified` even without a stamp
+    watch: list[str] = field(default_factory=list)  # watched for NaN / inf besides `name`
 
 
 @dataclass
@@ -161,6 +164,12 @@ def _env_names(v: Any) -> list[str]:
     return list(v)
 
 
+def _metric_names(v: Any) -> list[str]:
+    if not isinstance(v, list) or not all(isinstance(n, str) and n.strip() for n in v):
+        raise ValueError(f"must be a list of metric names, got {v!r}")
+    return [n.strip() for n in v]
+
+
 def _subfolder(v: str) -> str:
     parts = Path(v).parts
     if not v.startswith("/") and (not parts or all(p == "." for p in parts)):
@@ -217,10 +226,13 @@ VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "run.env": _env_names,
     "run.hide": _globs,
     "run.keep": _non_negative_int,
+    "run.stop_on_nan": _boolean,
+    "run.nan_grace_steps": _non_negative_int,
     "metric.name": _non_empty_str,
     "metric.goal": _choice("minimize", "maximize"),
     "metric.min_delta": _non_negative_number,
     "metric.require_provenance": _boolean,
+    "metric.watch": _metric_names,
     "loop.script": _non_empty_str,
     "loop.model": _non_empty_str,
     "loop.repair_attempts": _non_negative_int,

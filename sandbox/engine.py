@@ -326,6 +326,7 @@ class _Run:
         self.done = threading.Event()
         self.grace_cap: float | None = None
         self.stop_reason: str | None = None
+        self.diverged: tuple[str, str] | None = None  # (name, value) that stopped the run
         self.stack_frames: list[Frame] = []
         self.proc: subprocess.Popen[bytes] | None = None
         self.cgroup: limits.RunCgroup | None = None
@@ -458,7 +459,10 @@ class _Run:
         self.record.started_at = self.launched_at
         self.engine.registry.save(self.record)
         self.engine.listener.on_start(self.record)
-        pump = OutputPump(Path(self.record.log_path), self._on_metrics)
+        watched = MetricSet(watched=frozenset([self.cfg.metric.name, *self.cfg.metric.watch]),
+                            grace=self.cfg.run.nan_grace_steps)
+        pump = OutputPump(Path(self.record.log_path), self._on_metrics,
+                          watched if self.cfg.run.stop_on_nan else None, self._on_diverged)
         pump.start()
         self.sampler = GpuSampler(slot.gpus)
         self.sampler.start()
@@ -572,7 +576,7 @@ class _Run:
                     self.proc.wait()
                     break
                 if self.cancel_requested.is_set():
-                    self._terminate("cancelled")
+                    self._terminate("nan" if self.diverged else "cancelled")
                     break
                 if time.monotonic() >= deadline:
                     self._terminate("timeout")
@@ -635,6 +639,12 @@ class _Run:
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=5)
 
+    def _on_diverged(self, name: str, value: str) -> None:
+        """A watched metric went NaN / inf (`run.stop_on_nan`): the run is stopped as a cancel
+        is, its reason `nan`."""
+        self.diverged = (name, value)
+        self.request_cancel()
+
     def _on_metrics(self, parsed: MetricSet) -> None:
         self.record.metrics = parsed.finite_values()
         self.record.dataset_used = list(parsed.stamps)
@@ -654,7 +664,8 @@ class _Run:
         record.metrics, record.metric_sources = merged.metrics, merged.sources
         record.metrics_source = merged.source
         record.structured = {"conditions": merged.conditions, "nonFinite": merged.non_finite,
-                             "seriesLengths": merged.series_seen}
+                             "seriesLengths": merged.series_seen,
+                             "resultFiles": verdict.result_files}
         self.series = merged.series
         record.dataset_used = verdict.dataset_used
         record.provenance = verdict.provenance

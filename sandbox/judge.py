@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import datasets, metrics, provenance, untrusted
+from . import datasets, metrics, provenance, result_files, untrusted
 from .records import ErrorKind, RunState, make_error
 from .wire import to_wire
 
@@ -26,6 +26,17 @@ NETWORK_ERRORS = ("ConnectionRefusedError", "ConnectionError", "gaierror", "URLE
                   "ConnectTimeout", "ConnectionResetError", "NewConnectionError", "timeout")
 NETWORK_MESSAGES = ("Network is unreachable", "Connection refused", "name resolution",
                     "Name or service not known", "No route to host", "getaddrinfo")
+
+
+# Out of memory, however it is said: Python's, numpy's (`_ArrayMemoryError`), torch's CPU
+# allocator (a RuntimeError), CUDA's (`torch.OutOfMemoryError`, `torch.cuda.OutOfMemoryError`).
+OOM_ERRORS = ("MemoryError", "_ArrayMemoryError", "OutOfMemoryError")
+OOM_MESSAGES = ("DefaultCPUAllocator: can't allocate memory", "CUDA out of memory",
+                "Unable to allocate", "CUBLAS_STATUS_ALLOC_FAILED", "out of memory")
+# Data that is not there: torchvision's, HF datasets' (no hub to fetch it from).
+DATASET_ERRORS = ("DatasetNotFoundError", "DataFilesNotFoundError", "EmptyDatasetError")
+DATASET_MESSAGES = ("Dataset not found", "Couldn't find a dataset script",
+                    "Couldn't find any data file", "doesn't exist on the Hub")
 
 
 def prepare(config: Config) -> None:
@@ -45,6 +56,7 @@ class Verdict:
     network_attempts: list[dict[str, Any]]
     traceback: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[dict[str, Any]] = field(default_factory=list)  # the run's inputs refused
+    result_files: list[dict[str, Any]] = field(default_factory=list)  # read, with their counts
 
 
 def judge(run: _Run, pump: OutputPump) -> Verdict:
@@ -52,16 +64,19 @@ def judge(run: _Run, pump: OutputPump) -> Verdict:
     the final state with its error."""
     assert run.proc is not None
     warnings: list[dict[str, Any]] = []
-    merged = metrics.merge(_metric_sources(run, pump, warnings))
+    files: list[dict[str, Any]] = []
+    merged = metrics.merge(_metric_sources(run, pump, warnings, files))
     probe = provenance.read_probe(run.probe_dir)
     warnings += [to_wire(p) for p in probe.problems]
+    watched = {run.cfg.metric.name, *run.cfg.metric.watch} if run.cfg.run.stop_on_nan else set()
+    warnings += non_finite_warnings(pump.parsed, watched)
     specs = datasets.all_specs(run.cfg.datasets)
     scan = datasets.scan(run.cfg.dataset_cache_root, run.cfg.datasets)
     note = run.observer_note or (run.reads.note if run.reads else "")
     verified = provenance.verdict(pump.parsed.stamps, run.reads, scan, specs, probe.opened, note)
     verdict = Verdict(RunState.FAILED, None, merged, verified,  # (state and error: below)
                       list(pump.parsed.stamps), [_relative(run, e) for e in probe.network],
-                      warnings=warnings)
+                      warnings=warnings, result_files=files)
     if run.net_attempts:  # counted by the kernel outside the run: the hook's lines may be gone
         verdict.network_attempts.append({"event": "blocked", "count": run.net_attempts,
                                          "observer": "kernel", "local": False})
@@ -85,23 +100,35 @@ def _untrusted(warnings: list[dict[str, Any]], base: Path, rel: str,
         return b""
 
 
-def _metric_sources(run: _Run, pump: OutputPump,
-                    warnings: list[dict[str, Any]]) -> dict[str, metrics.MetricSet]:
+RESULT_FILES = ("results.json", "results/results.json", "results.csv", "results/results.csv")
+
+
+def _metric_sources(run: _Run, pump: OutputPump, warnings: list[dict[str, Any]],
+                    files: list[dict[str, Any]]) -> dict[str, metrics.MetricSet]:
+    """Each source's metrics; the result files the run wrote, merged in `RESULT_FILES`'s order
+    (a later file's value wins), are listed in `files` with the number of values each gave."""
     found = {"stdout": pump.parsed}
     harness = _untrusted(warnings, run.probe_dir, "metrics.jsonl")
     if harness:
         found["harness"] = metrics.parse_harness_lines(untrusted.lines(harness))
-    for rel in ("results.json", "results/results.json"):
+    results = metrics.MetricSet()
+    for rel in RESULT_FILES:
         if not run.wrote(rel):  # only what this run wrote, not the workspace's own file
             continue
         data = _untrusted(warnings, run.work_dir, rel)
         if not data:
             continue
         try:
-            found["resultsFile"] = metrics.parse_results_json(untrusted.loads(data))
-            break
+            parsed = (result_files.parse_json(untrusted.loads(data)) if rel.endswith(".json")
+                      else result_files.parse_csv(data.decode("utf-8", "replace")))
         except ValueError as exc:
-            warnings.append(to_wire(untrusted.Problem(f"work/{rel}", str(exc))))
+            warnings.append({"code": "result-file", "file": f"work/{rel}", "message":
+                             f"{rel} was not read: {exc}; its numbers are not in the record"})
+            continue
+        results.merge_from(parsed)
+        files.append({"path": rel, "values": len(parsed.values)})
+    if files:
+        found["resultsFile"] = results
     return found
 
 
@@ -117,6 +144,16 @@ def _outcome(run: _Run, merged: metrics.Merged, probe: provenance.ProbeEvents,
             message = (f"the run's folders grew past {run.cfg.run.disk_mb} MB "
                        f"(run.disk_mb){where}")
             return RunState.FAILED, _error(ErrorKind.DISK_QUOTA, message, frame)
+        if run.stop_reason == "nan" and run.diverged:
+            name, value = run.diverged
+            grace = run.cfg.run.nan_grace_steps
+            after = f" and {grace} more value(s) (run.nan_grace_steps)" if grace else ""
+            printed = _printing_line(run, name)
+            message = (f"{name} became {value}{after}: the run diverged and was stopped"
+                       f"{where} (run.stop_on_nan)")
+            if printed is not None:
+                return RunState.FAILED, make_error(ErrorKind.NAN, message, *printed)
+            return RunState.FAILED, _error(ErrorKind.NAN, message, frame)
         return RunState.CANCELLED, _error(ErrorKind.CANCELLED, f"cancelled{where}", frame)
     code = run.proc.returncode if run.proc else None
     tests_ran = (run.record.script == "-m pytest" and code == 1
@@ -165,9 +202,10 @@ def _failure(run: _Run, probe: provenance.ProbeEvents, verdict: Verdict) -> dict
                               "data from the dataset cache instead)", rel.get("file"),
                               rel.get("line"))
         return _error(ErrorKind.NETWORK, exception, frame)
-    if exc_type == "MemoryError":
+    if exc_type in OOM_ERRORS or any(m in exception for m in OOM_MESSAGES):
         return _error(ErrorKind.OOM, exception, frame)
-    if exc_type == "FileNotFoundError" and _about_datasets(run, exception, probe):
+    if (exc_type == "FileNotFoundError" and _about_datasets(run, exception, probe)) or (
+            exc_type in DATASET_ERRORS) or any(m in exception for m in DATASET_MESSAGES):
         return _error(ErrorKind.DATASET_MISSING, exception, frame)
     return _error(ErrorKind.EXCEPTION, exception, frame)
 
@@ -179,6 +217,33 @@ def _about_datasets(run: _Run, exception: str, probe: provenance.ProbeEvents) ->
     text = exception.lower()
     return bool(missing_opened) or root in exception or any(n in text for n in names) or (
         "dataset" in text)
+
+
+def _printing_line(run: _Run, name: str) -> tuple[str, int] | None:
+    """The line of the run's script that prints `name` (the first that names it beside
+    print / log / write), where a divergence is reported."""
+    script = run.record.script
+    if script.startswith("-m "):
+        return None
+    try:
+        text = untrusted.read_bytes(run.work_dir, script, 4 << 20) or b""
+    except (untrusted.Refused, OSError):
+        return None
+    for number, line in enumerate(text.decode("utf-8", "replace").splitlines(), 1):
+        if name in line and any(w in line for w in ("print", "log", "write")):
+            return script, number
+    return None
+
+
+def non_finite_warnings(parsed: metrics.MetricSet, watched: set[str]) -> list[dict[str, Any]]:
+    """A warning for each metric (not watched: those stop the run) that printed NaN / inf."""
+    names = [n for n in parsed.non_finite_first if n not in watched]
+    shown = [{"code": "non-finite", "metric": n, "message":
+              f"{n} was {parsed.non_finite_first[n]} during the run"} for n in names[:20]]
+    if len(names) > 20:
+        shown.append({"code": "non-finite", "message": f"and {len(names) - 20} more metrics "
+                      "were NaN or infinite during the run"})
+    return shown
 
 
 def _error(kind: ErrorKind, message: str, frame: provenance.Frame | None) -> dict[str, Any]:

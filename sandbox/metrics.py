@@ -21,41 +21,41 @@ from . import untrusted
 SOURCE_RANK = {"harness": 3, "resultsFile": 2, "stdout": 1}
 SERIES_POINTS = 2_000  # a curve's budget: the whole run, downsampled, with its extremes
 
-_NUMBER = r"[-+]?(?:\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|nan|inf(?:inity)?)"
-_NAME = r"[A-Za-z_][\w./-]*"
-NAME_VALUE = re.compile(rf"^\s*({_NAME})\s*:\s*({_NUMBER})\s*$", re.IGNORECASE)
-METRIC_LINE = re.compile(r"^\s*METRIC\s+(.*)$")
-TAGGED = re.compile(r"^\s*([A-Z][A-Z0-9_]*)\s+(.*)$")
-STAMP = re.compile(r"^\s*DATASET_USED:\s*(\S.*?)\s*$")
-PAIR = re.compile(rf"({_NAME})\s*(?:=|:\s)\s*({_NUMBER}|[^\s,;]+)", re.IGNORECASE)
-_CONDITION_KEYS = ("condition", "cond")
-# code experiments: pytest's summary line and coverage's TOTAL line (higher is better)
-PYTEST_SUMMARY = re.compile(
-    r"^=*\s*((?:\d+ (?:passed|failed|errors?|skipped|xfailed|xpassed|warnings?|deselected)"
-    r"(?:, )?)+) in [\d.]+s\b.*$")
-PYTEST_COUNT = re.compile(r"(\d+) (passed|failed|errors?|skipped|xfailed|xpassed)")
-COVERAGE_TOTAL = re.compile(r"^TOTAL(?:\s+\d+){2,4}\s+(\d+(?:\.\d+)?)%\s*$")
-
-# A fast C-level pre-filter for whole chunks of output: only lines that could be one of the above.
-CANDIDATE = re.compile(
-    rb"^[ \t]*(?:[A-Za-z_][\w./-]*[ \t]*:[ \t]*[-+.0-9nNiI][^\n]*"
-    rb"|METRIC[ \t][^\n]*|[A-Z][A-Z0-9_]*[ \t][^\n]*cond[^\n]*|DATASET_USED:[^\n]*"
-    rb"|=*[ \t]*\d+ (?:passed|failed|error)[^\n]* in [0-9.]+s\b[^\n]*|TOTAL[ \t][^\n]*%[ \t]*)$",
-    re.MULTILINE,
-)
+_HEX = re.compile(r"[-+]?0[xX][0-9a-fA-F]+")
+_THOUSANDS = re.compile(r"[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
+_RATIO = re.compile(r"(\d+)/(\d+)")
+_FLOAT = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?|[-+]?(?:nan|inf(?:inity)?)",
+                    re.IGNORECASE)
 
 
-def to_number(text: Any) -> float | None:
-    if isinstance(text, bool):
+def number(raw: Any) -> float | None:
+    """A metric's value, exactly or not at all: a number, or text that is one (`0.91`, `'0.69'`,
+    `1e-3`, `nan`), a hexadecimal integer (`0x1F` is 31), thousands separated by commas
+    (`1,234` is 1234), a ratio of integers (`2/3`). Anything else (`1.2.3`, `12:30`, `5ms`,
+    booleans) is no value."""
+    if isinstance(raw, bool):
         return None
-    if isinstance(text, int | float):
+    if isinstance(raw, int | float):
+        return float(raw)
+    if not isinstance(raw, str) or len(raw) > 64:
+        return None
+    text = raw.strip().strip("\"'")
+    if _FLOAT.fullmatch(text):
         return float(text)
-    if isinstance(text, str):
-        try:
-            return float(text)
-        except ValueError:
-            return None
+    if _HEX.fullmatch(text):
+        return float(int(text, 16))
+    if _THOUSANDS.fullmatch(text):
+        return float(text.replace(",", ""))
+    if (m := _RATIO.fullmatch(text)) and int(m.group(2)):
+        return int(m.group(1)) / int(m.group(2))
     return None
+
+
+def key_part(name: str) -> str:
+    """A condition's or seed's name as one part of a flat key: `%` and `/` percent-encoded, so
+    `relu/bn` is `relu%2Fbn` and the key's slashes stay its separators (`structured.conditions`
+    keeps the raw names)."""
+    return name.replace("%", "%25").replace("/", "%2F")
 
 
 class Curve:
@@ -110,6 +110,14 @@ class MetricSet:
     first_step: dict[str, int | None] = field(default_factory=dict, repr=False)
     nan_names: set[str] = field(default_factory=set, repr=False)  # names whose last value is NaN
 
+    # Divergence, caught while the run prints: a watched name's value is NaN or infinite, and
+    # `grace` more of its values are too; `diverged` is then (name, value).
+    watched: frozenset[str] = frozenset()
+    grace: int = 0
+    diverged: tuple[str, str] | None = None
+    non_finite_first: dict[str, str] = field(default_factory=dict)  # each name's first one
+    _bad_values: dict[str, int] = field(default_factory=dict, repr=False)
+
     def finite_values(self) -> dict[str, float]:
         """The last values but NaNs: one C-level copy, not a comprehension over every key."""
         values = dict(self.values)
@@ -122,6 +130,10 @@ class MetricSet:
             self.nan_names.add(name)
         elif self.nan_names:
             self.nan_names.discard(name)
+        if value - value != 0.0:  # NaN or an infinity (a finite value minus itself is 0)
+            self._non_finite(name, value)
+        elif self._bad_values:
+            self._bad_values.pop(name, None)  # finite again: its divergence is over
         curve = self.series.get(name)
         if curve is None:
             if name not in self.values:
@@ -133,128 +145,31 @@ class MetricSet:
         self.values[name] = value
         curve.append(step, value)
 
-    def put_condition(self, cond: str, seed: str | None, name: str, value: float) -> None:
-        table = self.conditions.setdefault(cond, {})
-        if seed is None:
-            table[name] = value
-            self.put(f"{cond}/{name}", value)
-        else:
-            table.setdefault(seed, {})[name] = value
-            self.put(f"{cond}/{seed}/{name}", value)
+    def _non_finite(self, name: str, value: float) -> None:
+        self.non_finite_first.setdefault(name, str(value))
+        if name in self.watched and self.diverged is None:
+            further = self._bad_values[name] = self._bad_values.get(name, -1) + 1
+            if further >= self.grace:
+                self.diverged = (name, str(value))
 
+    def merge_from(self, other: MetricSet) -> None:
+        """Another set's values (its last ones win), conditions and stamps."""
+        for name, value in other.values.items():
+            self.put(name, value)
+        _deep_update(self.conditions, other.conditions)
+        self.stamps += other.stamps
 
-# --- stdout --------------------------------------------------------------------------------------
-
-
-def parse_line(line: str, into: MetricSet) -> bool:
-    """Parse one stdout line into `into`; True if it carried anything."""
-    if m := STAMP.match(line):
-        into.stamps.append(m.group(1))
-        return True
-    if m := NAME_VALUE.match(line):
-        value = to_number(m.group(2))
-        if value is not None:
-            into.put(m.group(1), value)
-            return True
-    if m := METRIC_LINE.match(line):
-        pairs = [(name, value) for name, raw in PAIR.findall(m.group(1))
-                 if (value := to_number(raw)) is not None]
-        step = next((int(v) for n, v in pairs if n == "step" and v == int(v)), None)
-        for name, value in pairs:  # `step=` on the line is the step of the line's points
-            into.put(name, value, step)
-        return bool(pairs)
-    if (m := TAGGED.match(line)) and _parse_tagged(m.group(2), into):
-        return True
-    if m := PYTEST_SUMMARY.match(line.strip()):
-        counts = {"passed": 0, "failed": 0, "errors": 0}
-        for number, kind in PYTEST_COUNT.findall(m.group(1)):
-            key = "errors" if kind.startswith("error") else kind
-            counts[key] = counts.get(key, 0) + int(number)
-        for kind, number in counts.items():
-            into.put(f"tests_{kind}", float(number))
-        ran = counts["passed"] + counts["failed"] + counts["errors"]
-        if ran:
-            into.put("pass_rate", counts["passed"] / ran)
-        return True
-    if m := COVERAGE_TOTAL.match(line.strip()):
-        into.put("coverage_percent", float(m.group(1)))
-        return True
-    return False
-
-
-def _parse_tagged(rest: str, into: MetricSet) -> bool:
-    rest = rest.strip()
-    fields: dict[str, Any]
-    if rest.startswith("{"):
-        try:
-            loaded = untrusted.loads(rest)
-        except ValueError:  # not JSON, or nested too deep: the line is not a metric
-            return False
-        if not isinstance(loaded, dict):
-            return False
-        fields = loaded
-    else:
-        fields = dict(PAIR.findall(rest))
-    cond = next((str(fields.pop(k)) for k in _CONDITION_KEYS if k in fields), None)
-    if cond is None:
-        return False
-    seed = fields.pop("seed", None)
-    seed = None if seed is None else str(seed)
-    found = False
-    for name, raw in fields.items():
-        value = to_number(raw)
-        if value is not None:
-            into.put_condition(cond, seed, str(name), value)
-            found = True
-    return found
-
-
-# Each candidate line holds one of these. A multi-byte search costs ~30x a single byte's
-# (memchr), so each comes behind a one-byte gate: a flood of plain text costs ~0.05 ms per MB.
-_MARKERS = ((b":", b":"), (b"=", b"="), (b" ", b" passed"), (b" ", b" failed"),
-            (b" ", b" error"), (b"T", b"TOTAL"))
-
-
-def parse_chunk(block: bytes, into: MetricSet) -> int:
-    """Parse the complete lines of `block` (bytes ending at a newline); returns lines used."""
-    if not any(gate in block and marker in block for gate, marker in _MARKERS):
-        return 0
-    used = 0
-    for m in CANDIDATE.finditer(block):
-        used += parse_line(m.group(0).decode("utf-8", "replace"), into)
-    return used
-
-
-# --- results.json --------------------------------------------------------------------------------
-
-
-def parse_results_json(data: Any) -> MetricSet:
-    """`{"metrics": {...}, "conditions": {cond: {seed: {m: v}} | {m: v}}}`, or a flat dict."""
-    out = MetricSet()
-    if not isinstance(data, dict):
-        return out
-    metrics = data.get("metrics")
-    flat = metrics if isinstance(metrics, dict) else {
-        k: v for k, v in data.items() if k not in ("conditions", "metrics")
-    }
-    for name, raw in flat.items():
-        value = to_number(raw)
-        if value is not None:
-            out.put(str(name), value)
-    conditions = data.get("conditions")
-    if isinstance(conditions, dict):
-        for cond, table in conditions.items():
-            if not isinstance(table, dict):
-                continue
-            for key, item in table.items():
-                if isinstance(item, dict):
-                    for name, raw in item.items():
-                        value = to_number(raw)
-                        if value is not None:
-                            out.put_condition(str(cond), str(key), str(name), value)
-                elif (value := to_number(item)) is not None:
-                    out.put_condition(str(cond), None, str(key), value)
-    return out
+    def put_condition(self, path: list[str], name: str, value: float) -> None:
+        """A value under a condition: `path` is the condition, then any sub-conditions, then
+        the seed (`["bn", "0"]` gives `bn/0/<name>`)."""
+        table: dict[str, Any] = self.conditions
+        for part in path:
+            nested = table.get(part)
+            if not isinstance(nested, dict):  # (a value there already: the table wins)
+                nested = table[part] = {}
+            table = nested
+        table[name] = value
+        self.put("/".join([*map(key_part, path), name]), value)
 
 
 # --- JSONL harness -------------------------------------------------------------------------------
@@ -271,11 +186,12 @@ def parse_harness_lines(lines: Iterable[str]) -> MetricSet:
             continue
         cond, seed, step = record.get("condition"), record.get("seed"), record.get("step")
         for name, raw in record["metrics"].items():
-            value = to_number(raw)
+            value = number(raw)
             if value is None:
                 continue
             if cond is not None:
-                out.put_condition(str(cond), None if seed is None else str(seed), name, value)
+                path = [str(cond)] if seed is None else [str(cond), str(seed)]
+                out.put_condition(path, str(name), value)
             else:
                 out.put(str(name), value, step if isinstance(step, int) else None)
     return out

@@ -87,6 +87,7 @@ def summary(r: RunRecord) -> str:
     if r.error:
         where = f" at {r.error['file']}:{r.error['line']}" if r.error.get("file") else ""
         rows.append(("error", f"{r.error['kind']}{where}: {r.error['message']}"))
+    rows += [("warning", w.get("message", "")) for w in r.warnings[:10]]
     out = "".join(f"{k:>13}  {v}\n" for k, v in rows)
     if r.metrics:
         out += "      metrics\n" + "".join(

@@ -6,15 +6,10 @@ from pathlib import Path
 import pytest
 
 from labls.sandbox.capture import MAX_LINE, OutputPump
-from labls.sandbox.metrics import (
-    MetricSet,
-    merge,
-    parse_chunk,
-    parse_harness_lines,
-    parse_line,
-    parse_results_json,
-)
+from labls.sandbox.metrics import MetricSet, merge, parse_harness_lines
 from labls.sandbox.provenance import parse_stack_dump, parse_traceback
+from labls.sandbox.result_files import parse_json as parse_results_json
+from labls.sandbox.stdout_metrics import parse_chunk, parse_line
 
 
 def parsed(*lines: str) -> MetricSet:
@@ -55,7 +50,8 @@ def test_results_json_and_harness_flattening() -> None:
                             "conditions": {"bn": {"0": {"acc": 0.91}, "acc_mean": 0.9}}})
     assert r.values == {"acc": 0.9, "bn/0/acc": 0.91, "bn/acc_mean": 0.9}
     assert parse_results_json({"loss": 0.3, "tag": "a"}).values == {"loss": 0.3}
-    assert parse_results_json([1, 2]).values == {}
+    with pytest.raises(ValueError, match="item 0 of the list of conditions"):
+        parse_results_json([1, 2])
     h = parse_harness_lines(['{"metrics": {"loss": 1.0}, "step": 1}',
                              '{"metrics": {"loss": 0.5}, "step": 2}', "not json",
                              '{"metrics": {"acc": 0.8}, "condition": "c", "seed": "1"}'])
@@ -130,7 +126,8 @@ def test_pump_bounds_long_lines_and_keeps_metrics_after_them(tmp_path: Path) -> 
         os.write(fd, payload[i : i + (1 << 20)])
     os.close(fd)
     assert pump.finish(5)
-    assert pump.parsed.values == {"a": 1.0, "b": 2.0}
+    # (the unterminated last line is read too; a name may hold spaces)
+    assert pump.parsed.values == {"a": 1.0, "b": 2.0, "tail without newline c": 3.0}
     assert log.read_bytes() == payload
     assert "z [...]\nb: 2" in pump.tail() and pump.tail().endswith("c: 3")
 
