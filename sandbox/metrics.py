@@ -117,6 +117,9 @@ class MetricSet:
     diverged: tuple[str, str] | None = None
     non_finite_first: dict[str, str] = field(default_factory=dict)  # each name's first one
     _bad_values: dict[str, int] = field(default_factory=dict, repr=False)
+    # names given only as another key's alias (AutoResearchClaw's `<cond>/<metric>` and bare
+    # `<metric>` of a condition line): a key printed as itself replaces one, never the reverse
+    aliases: set[str] = field(default_factory=set, repr=False)
 
     def finite_values(self) -> dict[str, float]:
         """The last values but NaNs: one C-level copy, not a comprehension over every key."""
@@ -126,6 +129,8 @@ class MetricSet:
         return values
 
     def put(self, name: str, value: float, step: int | None = None) -> None:
+        if self.aliases:
+            self.aliases.discard(name)
         if value != value:
             self.nan_names.add(name)
         elif self.nan_names:
@@ -144,6 +149,12 @@ class MetricSet:
             curve.append(self.first_step.pop(name, None), self.values[name])
         self.values[name] = value
         curve.append(step, value)
+
+    def put_alias(self, name: str, value: float) -> None:
+        if name in self.values and name not in self.aliases:
+            return
+        self.put(name, value)
+        self.aliases.add(name)
 
     def _non_finite(self, name: str, value: float) -> None:
         self.non_finite_first.setdefault(name, str(value))

@@ -25,12 +25,12 @@ import re
 from typing import Any
 
 from . import untrusted
-from .metrics import MetricSet, number
+from .metrics import MetricSet, key_part, number
 
 _VALUE = r"""(?:"[^"]*"|'[^']*'|[^\s,;'"\]]+(?:,\d{3})*)(?=[\s;\]]|,(?!\d)|$)"""
 _NAME = r"[^\W\d][\w.\-/@%]*"
 PAIR = re.compile(rf"({_NAME})\s*(?:=|:\s)\s*({_VALUE})")
-NAME_VALUE = re.compile(r"^\s*([^\W\d][^:=]{0,160}?)\s*:\s*(\S+)\s*$")
+NAME_VALUE = re.compile(r"^\s*(?:\S+=\S+\s+)?([^\W\d][^:=]{0,160}?)\s*:\s*(\S+)\s*$")
 METRIC_LINE = re.compile(r"^\s*METRIC\s+(.*)$")
 TAGGED = re.compile(r"^\s*([A-Z][A-Z0-9_]*):?\s+(.*)$")
 STAMP = re.compile(r"^\s*DATASET_USED:\s*(\S.*?)\s*$")
@@ -58,15 +58,22 @@ ANSI_TEXT = re.compile(ANSI.pattern.decode())
 # only in a chunk that holds their words. Only the lines holding a hit are decoded and parsed.
 HIT = re.compile(rb"[:=|\xe2](?:(?<=[:=])[ \t]*['\"]?[-+.0-9nNiI]|(?<=\|)[ \t]*[-+.0-9]"
                  rb"|(?<=\xe2)\x94[\x82\x83][ \t]*[-+.0-9])")
-TOTALS = ((b" passed", b" failed", b" error", b"TOTAL", b"DATASET_USED:"),
-          re.compile(rb"^[^\n]*(?:\d (?:passed|failed|error)[^\n]* in [0-9.]+s|^TOTAL[ \t]"
-                     rb"|DATASET_USED:)[^\n]*$", re.MULTILINE))
-_GATES = (b":", b"=", b"\xe2\x94", b"|", *TOTALS[0])  # a chunk of none is skipped (memchr)
+TOTALS = re.compile(rb"^[^\n]*(?:\d (?:passed|failed|error)[^\n]* in [0-9.]+s|^TOTAL[ \t]"
+                    rb"|DATASET_USED:)[^\n]*$", re.MULTILINE)
+_GATES = (b":", b"=", b"|", b"\xe2")  # a chunk of none of these or of TOTALS is skipped
+
+
+def _has_totals(block: bytes) -> bool:
+    """A chunk may hold a pytest or coverage total or a stamp (single bytes first: memchr)."""
+    return (b" passed" in block or b" failed" in block or b" error" in block
+            or (b"%" in block and b"TOTAL" in block)
+            or (b":" in block and b"DATASET_USED:" in block))
 
 
 def parse_chunk(block: bytes, into: MetricSet) -> int:
     """Parse the complete lines of `block` (bytes ending at a newline); returns lines used."""
-    if not any(gate in block for gate in _GATES):
+    totals = _has_totals(block)
+    if not totals and not any(gate in block for gate in _GATES):
         return 0
     if b"\x1b" in block:
         block = ANSI.sub(b"", block)
@@ -80,8 +87,8 @@ def parse_chunk(block: bytes, into: MetricSet) -> int:
         end = block.find(b"\n", hit.end())
         starts[start] = end = len(block) if end < 0 else end
         hit = search(block, end)
-    if any(word in block for word in TOTALS[0]):
-        for m in TOTALS[1].finditer(block):
+    if totals:
+        for m in TOTALS.finditer(block):
             starts[m.start()] = m.end()
     return sum(parse_line(block[start:starts[start]].decode("utf-8", "replace"), into)
                for start in sorted(starts))
@@ -131,31 +138,40 @@ def _json_after_tag(tag: str, rest: str, into: MetricSet) -> bool:
 
 
 def _put_fields(fields: list[tuple[str, Any]], into: MetricSet, words_are_levels: bool) -> bool:
-    """A condition line's fields: `condition`, `seed`, other words (on a text line a
-    sub-condition such as `regime=low_noise`; `metric=acc` names the statistics that follow),
-    and numbers."""
-    path: list[str] = []
-    seed: str | None = None
+    """A condition line's fields: `condition`, then words (on a text line `seed=0` or
+    `regime=low_noise`, each a level of the key in the order printed; `metric=acc` names the
+    statistics that follow), and numbers. Beside `<cond>/<levels>/<metric>`, the line gives
+    AutoResearchClaw's own keys as aliases: `<cond>/<metric>` and `<metric>`."""
+    cond: str | None = None
+    levels: list[str] = []
     metric = ""
     values: list[tuple[str, float]] = []
     for name, raw in fields:
         text = raw.strip("\"'") if isinstance(raw, str) else raw
-        if name in CONDITION_KEYS and not path:
-            path.append(str(text))
-        elif name == "seed":
-            seed = str(text)
+        if name in CONDITION_KEYS and cond is None:
+            cond = str(text)
         elif name == "metric" and isinstance(text, str) and number(text) is None:
             metric = text
+        elif name == "seed" and (not isinstance(raw, str) or words_are_levels or
+                                 number(raw) is not None):
+            levels.append(str(text))
         elif (value := number(raw)) is not None:
             values.append((name, value))
         elif isinstance(text, str) and words_are_levels:
-            path.append(f"{name}={text}")
-    if not path or not values:
+            levels.append(text)
+    if cond is None or not values:
         return False
-    if seed is not None:
-        path.append(seed)
     for name, value in values:
-        into.put_condition(path, f"{metric}_{name}" if metric else name, value)
+        key = f"{metric}_{name}" if metric else name
+        into.put_condition([cond, *levels], key, value)
+        if levels:
+            into.put_alias(f"{key_part(cond)}/{key}", value)
+        into.put_alias(key, value)
+        if metric and name == "mean":  # SUMMARY: the mean is the metric's value
+            into.put_alias(f"{key_part(cond)}/{metric}", value)
+            into.put_alias(metric, value)
+    if not metric and not levels and [n for n, _ in values] == ["metric"]:
+        into.put_alias(cond, values[0][1])  # `condition=bn metric=0.9`: the condition's value
     return True
 
 

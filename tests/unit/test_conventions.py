@@ -25,16 +25,25 @@ def printed(text: str | bytes) -> MetricSet:
 
 @pytest.mark.parametrize(("line", "keys"), [
     # AutoResearchClaw's untagged condition lines
-    ("condition=baseline seed=0 metric: 0.8123", {"baseline/0/metric": 0.8123}),
+    # (each with AutoResearchClaw's own aliases: `<cond>/<metric>` and `<metric>`)
+    ("condition=baseline seed=0 metric: 0.8123",
+     {"baseline/0/metric": 0.8123, "baseline/metric": 0.8123, "metric": 0.8123}),
     ("condition=baseline metric_mean: 0.8131 metric_std: 0.0030",
-     {"baseline/metric_mean": 0.8131, "baseline/metric_std": 0.003}),
+     {"baseline/metric_mean": 0.8131, "baseline/metric_std": 0.003, "metric_mean": 0.8131,
+      "metric_std": 0.003}),
     ("condition=baseline regime=low_noise accuracy: 0.9801",
-     {"baseline/regime=low_noise/accuracy": 0.9801}),
-    ("condition=proposed success_rate: 2/3", {"proposed/success_rate": 2 / 3}),
+     {"baseline/low_noise/accuracy": 0.9801, "baseline/accuracy": 0.9801,
+      "accuracy": 0.9801}),
+    ("condition=proposed success_rate: 2/3",
+     {"proposed/success_rate": 2 / 3, "success_rate": 2 / 3}),
     ("SUMMARY condition=proposed metric=accuracy mean=0.9761 std=0.0006",
-     {"proposed/accuracy_mean": 0.9761, "proposed/accuracy_std": 0.0006}),
-    ("PER_SEED condition=bn seed=1 accuracy: 0.981", {"bn/1/accuracy": 0.981}),
-    ("GAP_TO_BN: condition=ln gap: 0.01", {"ln/gap": 0.01}),
+     {"proposed/accuracy_mean": 0.9761, "proposed/accuracy_std": 0.0006,
+      "proposed/accuracy": 0.9761, "accuracy_mean": 0.9761, "accuracy_std": 0.0006,
+      "accuracy": 0.9761}),
+    ("condition=bn metric=0.9", {"bn/metric": 0.9, "metric": 0.9, "bn": 0.9}),
+    ("PER_SEED condition=bn seed=1 accuracy: 0.981",
+     {"bn/1/accuracy": 0.981, "bn/accuracy": 0.981, "accuracy": 0.981}),
+    ("GAP_TO_BN: condition=ln gap: 0.01", {"ln/gap": 0.01, "gap": 0.01}),
     ('GAP_TO_BN: {"ln": 0.01, "gn": -0.02}', {"ln/gap_to_bn": 0.01, "gn/gap_to_bn": -0.02}),
     # names with spaces, unicode names, logging / rank prefixes, ANSI colours, \r redraws
     ("UCB (Stochastic) cumulative_regret: 361.9233",
@@ -42,7 +51,9 @@ def printed(text: str | bytes) -> MetricSet:
     ("METRIC µs=5", {"µs": 5.0}),
     ("INFO:root:val_loss: 0.25", {"val_loss": 0.25}),
     ("[rank0] val_loss: 0.5", {"val_loss": 0.5}),
-    ("[rank1]: PER_SEED condition=bn seed=0 acc: 0.9", {"bn/0/acc": 0.9}),
+    ("[rank1]: PER_SEED condition=bn seed=0 acc: 0.9",
+     {"bn/0/acc": 0.9, "bn/acc": 0.9, "acc": 0.9}),
+    ("seed=3 loss: 0.5", {"loss": 0.5}),  # one tag before `name: value`
     ("2026-12-03 10:00:00,123 - train - INFO - val_acc: 0.75", {"val_acc": 0.75}),
     ("\x1b[32mval_acc: 0.8\x1b[0m", {"val_acc": 0.8}),
     ("epoch 3 50%|#####|\r\rval_accuracy: 0.91", {"val_accuracy": 0.91}),
@@ -51,9 +62,11 @@ def printed(text: str | bytes) -> MetricSet:
                                                  "loss": 0.5}),
     ("METRIC a=1,b=2", {"a": 1.0, "b": 2.0}),
     # condition names round-trip: `/` and `%` are percent-encoded in the flat key
-    ("condition=relu/bn seed=0 accuracy: 0.9", {"relu%2Fbn/0/accuracy": 0.9}),
-    ('condition="with space" seed=0 accuracy: 0.9', {"with space/0/accuracy": 0.9}),
-    ("condition=50% accuracy: 0.9", {"50%25/accuracy": 0.9}),
+    ("condition=relu/bn seed=0 accuracy: 0.9",
+     {"relu%2Fbn/0/accuracy": 0.9, "relu%2Fbn/accuracy": 0.9, "accuracy": 0.9}),
+    ('condition="with space" seed=0 accuracy: 0.9',
+     {"with space/0/accuracy": 0.9, "with space/accuracy": 0.9, "accuracy": 0.9}),
+    ("condition=50% accuracy: 0.9", {"50%25/accuracy": 0.9, "accuracy": 0.9}),
     # a bare JSON object line, Python dict reprs
     ('{"loss": 0.5, "step": 3}', {"loss": 0.5, "step": 3.0}),
 ])
@@ -62,7 +75,8 @@ def test_a_printed_line_gives_its_keys(line: str, keys: dict[str, float]) -> Non
 
 
 @pytest.mark.parametrize("line", [
-    "METRIC tokens=1,2345", "time: 12:30", "note: see 1.5 above", "epoch 3: loss 0.1",
+    "METRIC tokens=1,2345", "time: 12:30", "a=1 b=2 loss: 0.5", "note: see 1.5 above",
+    "epoch 3: loss 0.1",
     "PER_SEED seed=0 accuracy: 0.5", "  train_runtime            = 0:00:00.11",
     "  total_flos               =        0GF", "{'a': True}", "value: 1.2.3",
 ])
@@ -74,7 +88,14 @@ def test_the_structured_conditions_keep_the_raw_names() -> None:
     m = printed("condition=relu/bn seed=0 accuracy: 0.9\n"
                 "condition=baseline regime=low_noise accuracy: 0.98\n")
     assert m.conditions == {"relu/bn": {"0": {"accuracy": 0.9}},
-                            "baseline": {"regime=low_noise": {"accuracy": 0.98}}}
+                            "baseline": {"low_noise": {"accuracy": 0.98}}}
+
+
+def test_an_alias_never_replaces_a_key_printed_as_itself() -> None:
+    m = printed("accuracy: 0.5\ncondition=bn seed=0 accuracy: 0.9\n")
+    assert m.values["accuracy"] == 0.5 and m.values["bn/accuracy"] == 0.9
+    later = printed("condition=bn seed=0 accuracy: 0.9\naccuracy: 0.5\n")
+    assert later.values["accuracy"] == 0.5 and "accuracy" not in later.aliases
 
 
 def test_hf_trainer_output() -> None:

@@ -31,8 +31,12 @@ def test_metric_and_tagged_lines() -> None:
                "CONDITION_SUMMARY condition=bn accuracy_mean: 0.98 accuracy_std: 0.01",
                'ABLATION {"cond": "no_aug", "seed": 2, "acc": 0.7, "note": "x"}',
                "PER_SEED seed=0 accuracy: 0.5")  # no condition: not read
-    assert m.values == {"lr": 0.1, "acc": 0.5, "bn/0/accuracy": 0.981, "bn/0/loss": 0.07,
-                        "bn/accuracy_mean": 0.98, "bn/accuracy_std": 0.01, "no_aug/2/acc": 0.7}
+    printed_keys = {k: v for k, v in m.values.items() if k not in m.aliases}
+    assert printed_keys == {"lr": 0.1, "acc": 0.5, "bn/0/accuracy": 0.981, "bn/0/loss": 0.07,
+                            "bn/accuracy_mean": 0.98, "bn/accuracy_std": 0.01,
+                            "no_aug/2/acc": 0.7}
+    assert m.aliases == {"bn/accuracy", "bn/loss", "accuracy", "loss", "accuracy_mean",
+                         "accuracy_std", "no_aug/acc"}  # AutoResearchClaw's keys of those lines
     assert m.conditions["bn"] == {"0": {"accuracy": 0.981, "loss": 0.07},
                                   "accuracy_mean": 0.98, "accuracy_std": 0.01}
 
