@@ -53,6 +53,9 @@ class EditPlan:
     modes: dict[str, int] = field(default_factory=dict)
     crlf: set[str] = field(default_factory=set)
     executable: dict[str, bool] = field(default_factory=dict)  # exec bit a diff set or cleared
+    # the editor's open buffers (text, version) by path: an edit is planned against what the
+    # user sees, unsaved changes included, and sent with the version it was planned on
+    buffers: dict[str, tuple[str, int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.guard is None:
@@ -82,6 +85,12 @@ class EditPlan:
         """The file's text as this plan has it so far (earlier blocks already applied)."""
         if rel in self.new:
             return self.new[rel]
+        if rel not in self.old and rel in self.buffers:
+            self.old[rel] = self.buffers[rel][0]
+            path = self.workspace / rel
+            self.raw[rel] = path.read_bytes() if path.is_file() else None
+            if path.is_file():
+                self.modes[rel] = path.stat().st_mode & 0o7777
         if rel not in self.old:
             path = self.workspace / rel
             if path.exists() and not path.is_file():

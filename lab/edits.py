@@ -29,10 +29,12 @@ FORMATS = ("searchReplace", "udiff", "whole", "workspaceEdit")
 
 
 def plan_edit(workspace: Path, fmt: str, text: str | None = None, path: str | None = None,
-              edit: dict[str, Any] | None = None, guard: Guard | None = None) -> EditPlan:
+              edit: dict[str, Any] | None = None, guard: Guard | None = None,
+              buffers: dict[str, tuple[str, int]] | None = None) -> EditPlan:
     """Every change the edit makes, in memory; `guard` says which paths are protected (by
-    default `.git`, `.labls` and labls's config)."""
-    plan = EditPlan(workspace, guard)
+    default `.git`, `.labls` and labls's config); `buffers`, the editor's open buffers, are
+    what the edit applies to where the file is open."""
+    plan = EditPlan(workspace, guard, buffers=dict(buffers or {}))
     try:
         if fmt == "searchReplace":
             _require(text, "text", fmt)

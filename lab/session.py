@@ -67,8 +67,12 @@ class LabSession:
         return render_prompt(self.config, self.root, prm, command, self.record)
 
     # --- runs -----------------------------------------------------------------------------------
-    def start(self, prm: p.RunStartParams, command: str) -> RunRecord:
-        request = RunRequest(prm.script, prm.args, prm.timeout_sec, prm.gpus, prm.env, prm.label)
+    def start(self, prm: p.RunStartParams, command: str, script_text: str | None = None,
+              warnings: list[dict[str, Any]] | None = None) -> RunRecord:
+        """A run; `script_text` (a front-end's unsaved buffer) replaces the script's text in
+        the run's own work folder."""
+        request = RunRequest(prm.script, prm.args, prm.timeout_sec, prm.gpus, prm.env, prm.label,
+                             script_text=script_text, warnings=list(warnings or []))
         try:
             return self.engine.start(request)
         except RunInputError as exc:
@@ -110,6 +114,17 @@ class LabSession:
             raise p.invalid(command, "state", f"must be one of {sorted(map(str, STATES))}")
         return self.engine.recent(prm.limit, prm.state)
 
+    def last_run_of(self, script: str) -> RunRecord | None:
+        """The latest ended run of `script` (a workspace path or `-m module`), whole."""
+        run_id = self.engine.registry.last_final(script)
+        return self.engine.get(run_id) if run_id else None
+
+    def last_summary_of(self, script: str) -> RunRecord | None:
+        """The same run as a summary (its metrics bounded, the judged one first)."""
+        registry = self.engine.registry
+        run_id = registry.last_final(script)
+        return registry.summary(run_id) if run_id else None
+
     def baseline_for(self, record: RunRecord, baseline_id: str | None) -> RunRecord | None:
         """What a run is compared with: the one asked for, else the last kept experiment, else
         the latest earlier success of the same script with the judged metric."""
@@ -133,15 +148,17 @@ class LabSession:
         return to_wire(self.compare(record, prm.baseline_id))
 
     # --- edits and steps --------------------------------------------------------------------------
-    def plan_edit(self, prm: p.EditApplyParams, command: str) -> Any:
-        """The edit's plan (its failures in it), or LabError for a malformed request."""
+    def plan_edit(self, prm: p.EditApplyParams, command: str,
+                  buffers: dict[str, tuple[str, int]] | None = None) -> Any:
+        """The edit's plan (its failures in it), or LabError for a malformed request;
+        `buffers`: an editor's open buffers (text, version) by path, planned against."""
         from .editplan import EditError
         from .edits import plan_edit
         from .experiment import guard_for
 
         try:
             return plan_edit(self.root, prm.format, prm.text, prm.path, prm.edit,
-                             guard_for(self.root, self.config))
+                             guard_for(self.root, self.config), buffers)
         except EditError as exc:
             raise LabError(f"{command}: {exc}") from None
 

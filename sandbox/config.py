@@ -45,6 +45,7 @@ class RunConfig:
     keep: int = 50  # run folders kept whole (newest first, plus kept experiments'); 0: all
     stop_on_nan: bool = True  # a watched metric printed NaN / inf: the run is stopped
     nan_grace_steps: int = 0  # ... after this many more non-finite values of it
+    unsaved: str = "warn"  # a script with unsaved editor changes: "warn", "buffer", "refuse"
 
 
 @dataclass
@@ -228,6 +229,7 @@ VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "run.keep": _non_negative_int,
     "run.stop_on_nan": _boolean,
     "run.nan_grace_steps": _non_negative_int,
+    "run.unsaved": _choice("warn", "buffer", "refuse"),
     "metric.name": _non_empty_str,
     "metric.goal": _choice("minimize", "maximize"),
     "metric.min_delta": _non_negative_number,

@@ -72,6 +72,10 @@ class RunRequest:
     env: dict[str, str] = field(default_factory=dict)
     label: str = ""
     writable_datasets: bool = False  # only a loop's prepare step: it may fill the cache
+    # the script's text as the editor holds it (`run.unsaved = "buffer"`): the run sees it in
+    # place of the file on disk, which stays as it is
+    script_text: str | None = None
+    warnings: list[dict[str, Any]] = field(default_factory=list)  # for the record, from the caller
 
 
 class RunListener:
@@ -119,6 +123,7 @@ class Engine:
         record = RunRecord(run_id=run_id, state="queued", script=script, args=request.args,
                            label=request.label, timeout_sec=budget,
                            network=self.config.run.network)
+        record.warnings += request.warnings
         run_dir = self.state_dir / "runs" / run_id
         record.log_path = str(run_dir / "log.txt")
         record.results_path = str(run_dir / "results.json")
@@ -406,6 +411,8 @@ class _Run:
         kind = isolation.choose(asked, self.cfg.run.network)
         spec = self._sandbox_spec(kind, slot)
         work_folder = self._work_folder(spec)
+        if self.request.script_text is not None:
+            self._put_script_text(self.request.script_text)
         self._observe(spec)
         self.record.sandbox = _describe(spec)
         self.record.sandbox["workFolder"] = work_folder
@@ -508,6 +515,15 @@ class _Run:
         """Where the run's writes land (what its disk cap counts)."""
         work = self.work_view.upper if self.work_view else self.work_dir
         return [work, self.probe_dir, self.home_dir]
+
+    def _put_script_text(self, text: str) -> None:
+        """The editor's unsaved text of the script, in the run's work folder only (its own
+        layer of the view, or its copy): the workspace's file is not touched."""
+        path = self.work_dir / self.record.script  # (checked: a plain path in the workspace)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o644)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
 
     def wrote(self, rel: str) -> bool:
         """The run itself wrote `rel` in its work folder: in its own layer of the view, or in

@@ -213,6 +213,13 @@ class Registry:
                 self._reader.execute("COMMIT")
         return RunRecord.from_wire(join_parts(json.loads(row[0]), parts)) if row else None
 
+    def summary(self, run_id: str) -> RunRecord | None:
+        """One run's summary (its metrics bounded, as listings have it)."""
+        with self._read_lock:
+            row = self._reader.execute("SELECT COALESCE(summary, record) FROM runs WHERE "
+                                       "run_id=?", (run_id,)).fetchone()
+        return RunRecord.from_wire(json.loads(row[0])) if row else None
+
     def recent(self, limit: int = 50, state: str | None = None) -> list[RunRecord]:
         """The newest runs' summaries (a run's metrics bounded; `get` has them all)."""
         query = "SELECT COALESCE(summary, record) FROM runs"
@@ -279,6 +286,14 @@ class Registry:
                 "SELECT run_id FROM runs WHERE state IN ('running', 'queued') UNION "
                 "SELECT run_id FROM pins").fetchall()
         return {r[0] for r in rows}
+
+    def last_final(self, script: str) -> str | None:
+        """The id of `script`'s latest run that has ended (whatever its state)."""
+        with self._read_lock:
+            row = self._reader.execute(
+                "SELECT run_id FROM runs WHERE script=? AND state NOT IN ('running', 'queued') "
+                "ORDER BY seq DESC LIMIT 1", (script,)).fetchone()
+        return row[0] if row else None
 
     def previous_success(self, script: str, before_run: str, metric: str) -> RunRecord | None:
         """The latest succeeded run of `script` before `before_run` that has `metric`."""

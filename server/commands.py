@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import importlib
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams
 
 from labls.lab.errors import LabError
@@ -74,6 +76,39 @@ async def run_cancel(ls: LabServer, prm: p.RunIdParams) -> dict[str, Any]:
     return record.to_wire()
 
 
+async def run_show_log(ls: LabServer, prm: p.RunIdParams) -> dict[str, Any]:
+    """Open the run's log in the editor (`window/showDocument`)."""
+    record = await _in_thread(ls.require_session().record, prm.run_id, "labls.run.showLog")
+    return await _show(ls, Path(record.log_path))
+
+
+async def prompt_show(ls: LabServer, prm: p.PromptRenderParams) -> dict[str, Any]:
+    """Render a prompt into a file of the state dir and open it in the editor (the repair
+    prompt of a failed run, from its diagnostic's code action)."""
+    answer = await prompt_render(ls, prm)
+    run_id = prm.vars.get("runId")
+    name = f"{prm.template}-{run_id}.md" if isinstance(run_id, str) else f"{prm.template}.md"
+    folder = ls.config.state_path(ls.root) / "prompts"
+    path = folder / Path(name).name
+    await _in_thread(_write, path, answer["text"])
+    return {**await _show(ls, path), "template": prm.template}
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+
+
+async def _show(ls: LabServer, path: Path) -> dict[str, Any]:
+    shown = False
+    caps = ls.client_capabilities
+    if caps and caps.window and caps.window.show_document:
+        result = await ls.window_show_document_async(
+            types.ShowDocumentParams(uri=path.as_uri(), take_focus=True))
+        shown = bool(result and result.success)
+    return {"path": str(path), "shown": shown}
+
+
 async def run_list(ls: LabServer, prm: p.RunListParams) -> dict[str, Any]:
     records = await _in_thread(ls.require_session().recent, prm, "labls.run.list")
     return {"runs": [r.to_wire() for r in records]}
@@ -91,7 +126,8 @@ async def edit_apply(ls: LabServer, prm: p.EditApplyParams) -> dict[str, Any]:
     session = ls.require_session()
     if not prm.dry_run and session.step_running():
         return edit_refused(STEP_BUSY)
-    plan = await _in_thread(session.plan_edit, prm, "labls.edit.apply")
+    buffers = edits.open_buffers(ls) if edits.client_applies_edits(ls) else {}
+    plan = await _in_thread(session.plan_edit, prm, "labls.edit.apply", buffers)
     return await edits.apply(ls, plan, prm.dry_run)
 
 
@@ -126,6 +162,8 @@ COMMANDS: dict[str, tuple[str, Handler]] = {
     "labls.run.get": ("RunGetParams", run_get),
     "labls.run.cancel": ("RunIdParams", run_cancel),
     "labls.run.list": ("RunListParams", run_list),
+    "labls.run.showLog": ("RunIdParams", run_show_log),
+    "labls.prompt.show": ("PromptRenderParams", prompt_show),
     "labls.run.compare": ("RunCompareParams", run_compare),
     "labls.edit.apply": ("EditApplyParams", edit_apply),
     "labls.experiment.step": ("ExperimentStepParams", experiment_step),

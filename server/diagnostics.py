@@ -66,6 +66,13 @@ def script_file(script: str, read_lines: Lines) -> str | None:
                  if read_lines(f) is not None), None)
 
 
+def _calling_frame(frames: list[dict[str, Any]], home: str | None) -> dict[str, Any] | None:
+    """The script's line that called into the code that raised: its innermost frame in the
+    run's own script (its outer frames there, `main()` at the bottom, are related info)."""
+    return next((f for f in reversed(frames) if home and f.get("file") == home
+                 and f.get("line")), None)
+
+
 def build(record: RunRecord, comparison: Comparison | None, read_lines: Lines,
           workspace: Path) -> dict[str, list[types.Diagnostic]]:
     """Diagnostics by workspace-relative path. Those about the run as a whole go on its
@@ -103,6 +110,17 @@ def build(record: RunRecord, comparison: Comparison | None, read_lines: Lines,
         ]
         add(path, error.get("line"), ERROR_CODES[error["kind"]], message,
             types.DiagnosticSeverity.Error, {"error": error}, related)
+        calling = _calling_frame(record.traceback, home) if path != home else None
+        if calling is not None:  # raised in imported code: the script's own line says so too
+            raised = types.DiagnosticRelatedInformation(
+                location=types.Location(uri=(workspace / str(path)).as_uri(),
+                                        range=line_range(read_lines(str(path)), error["line"])),
+                message=f"raised here: {error['message'][:200]}")
+            add(home, calling["line"], ERROR_CODES[error["kind"]],
+                f"{error['message']}\n(raised in {path}:{error.get('line')}, called from here)",
+                types.DiagnosticSeverity.Error, {"error": error, "calling": True},
+                [raised, *[r for r in related if r.location.range.start.line != calling["line"] - 1
+                           or not r.location.uri.endswith(f"/{home}")]])
 
     prov = record.provenance or {}
     if prov.get("code") and record.state in ("succeeded", "failed") and (

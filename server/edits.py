@@ -3,6 +3,8 @@ stay right), else atomically on disk."""
 
 from __future__ import annotations
 
+import difflib
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lsprotocol import types
@@ -16,13 +18,26 @@ if TYPE_CHECKING:
     from .app import LabServer
 
 
-def _whole_range(old: str) -> types.Range:
-    lines = old.split("\n")
-    return types.Range(types.Position(0, 0),
-                       types.Position(len(lines) - 1, utf16_len(lines[-1])))
+def minimal_edits(old: str, new: str) -> list[types.TextEdit]:
+    """The fewest line ranges that turn `old` into `new` (difflib's opcodes over lines), so
+    the editor keeps its cursor, marks and undo history everywhere else."""
+    before, after = old.splitlines(keepends=True), new.splitlines(keepends=True)
+    matcher = difflib.SequenceMatcher(a=before, b=after, autojunk=False)
+    return [types.TextEdit(range=types.Range(_position(before, i1), _position(before, i2)),
+                           new_text="".join(after[j1:j2]))
+            for op, i1, i2, j1, j2 in matcher.get_opcodes() if op != "equal"]
+
+
+def _position(lines: list[str], index: int) -> types.Position:
+    """Where line `index` starts; past the end of a last line without a newline, its end."""
+    if index < len(lines) or not lines or lines[-1].endswith(("\n", "\r")):
+        return types.Position(index, 0)
+    return types.Position(len(lines) - 1, utf16_len(lines[-1]))
 
 
 def workspace_edit(ls: LabServer, plan: EditPlan) -> types.WorkspaceEdit:
+    """The plan as versioned document edits: an open buffer's edit carries the version it
+    was planned on (the editor refuses it if the buffer changed since), a closed file's none."""
     changes: list[Any] = []
     for rel, text in plan.new.items():
         uri = (ls.root / rel).as_uri()
@@ -31,13 +46,25 @@ def workspace_edit(ls: LabServer, plan: EditPlan) -> types.WorkspaceEdit:
             changes.append(types.CreateFile(uri=uri, options=types.CreateFileOptions(
                 overwrite=False, ignore_if_exists=True)))
             old = ""
+        version = plan.buffers[rel][1] if rel in plan.buffers else None
         changes.append(types.TextDocumentEdit(
-            text_document=types.OptionalVersionedTextDocumentIdentifier(uri=uri, version=None),
-            edits=[types.TextEdit(range=_whole_range(old), new_text=text)]))
+            text_document=types.OptionalVersionedTextDocumentIdentifier(uri=uri, version=version),
+            edits=minimal_edits(old, text)))
     return types.WorkspaceEdit(document_changes=changes)
 
 
-def _client_applies_edits(ls: LabServer) -> bool:
+def open_buffers(ls: LabServer) -> dict[str, tuple[str, int]]:
+    """The workspace's files open in the editor: their text and version, by path."""
+    out = {}
+    for uri, document in list(ls.workspace.text_documents.items()):
+        if uri.startswith("file://") and document.version is not None:
+            path = Path(uri.removeprefix("file://")).resolve()
+            if path.is_relative_to(ls.root):
+                out[str(path.relative_to(ls.root))] = (document.source, document.version)
+    return out
+
+
+def client_applies_edits(ls: LabServer) -> bool:
     caps = ls.client_capabilities
     return bool(caps and caps.workspace and caps.workspace.apply_edit)
 
@@ -47,7 +74,7 @@ async def apply(ls: LabServer, plan: EditPlan, dry_run: bool) -> dict[str, Any]:
     answer shapes (`edit_answer`, `edit_refused`)."""
     if not plan.ok or dry_run:
         return edit_answer(plan, "dryRun")
-    if _client_applies_edits(ls):
+    if client_applies_edits(ls):
         answer = await ls.workspace_apply_edit_async(types.ApplyWorkspaceEditParams(
             edit=workspace_edit(ls, plan), label="labls edit"))
         if not answer.applied:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from lsprotocol import types
@@ -31,6 +32,13 @@ def register(server: LabServer) -> None:
     def did_save(ls: LabServer, params: types.DidSaveTextDocumentParams) -> None:
         if params.text_document.uri.endswith(("/labls.toml", "/pyproject.toml")):
             ls.load_config()
+
+    @server.feature(types.WINDOW_WORK_DONE_PROGRESS_CANCEL)
+    async def progress_cancel(ls: LabServer, params: types.WorkDoneProgressCancelParams) -> None:
+        """The user cancelled a run's progress in the editor: the run is cancelled."""
+        run_id = ls.runs.run_of_token(params.token) if ls.runs is not None else None
+        if run_id is not None:
+            await asyncio.to_thread(ls.require_session().cancel, run_id, "labls.run.cancel")
 
     @server.feature(types.SHUTDOWN)
     def shutdown(ls: LabServer, params: Any) -> None:

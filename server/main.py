@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from . import commands, lifecycle
+from . import commands, editor, lifecycle
 from .app import LabServer
 from .framing import BoundedStdin
 
@@ -14,6 +14,7 @@ def build_server() -> LabServer:
     server = LabServer()
     lifecycle.register(server)
     commands.register(server)
+    editor.register(server)
     return server
 
 

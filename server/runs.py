@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from lsprotocol import types
 
 from labls.lab.compare import Comparison
+from labls.lab.errors import LabError
 from labls.lab.params import RunStartParams
 from labls.lab.session import LabSession
 from labls.sandbox.engine import RunListener
@@ -43,6 +44,7 @@ class RunService(RunListener):
         self._publishing: set[str] = set()  # finished by the engine, diagnostics not yet sent
         self._published: dict[str, dict[str, list[types.Diagnostic]]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._logged: dict[str, float] = {}  # runs told as log lines: when the last was sent
 
     async def start(self, prm: RunStartParams, token: str | int | None) -> RunRecord:
         if token is None and self._client_creates_progress():
@@ -51,11 +53,52 @@ class RunService(RunListener):
                 await self.ls.work_done_progress.create_async(token)
             except Exception:  # the client refused: no progress for this run
                 token = None
-        record = await asyncio.to_thread(self.session.start, prm, "labls.run.start")
+        text, warnings = await asyncio.to_thread(self._unsaved, prm.script)
+        record = await asyncio.to_thread(self.session.start, prm, "labls.run.start", text,
+                                         warnings)
         if token is not None:
             self._tokens[record.run_id] = token
             self._begin(record)
+        else:  # a client without work-done progress (eglot): the run's course as log lines
+            self._logged[record.run_id] = 0.0
+            self._log(f"labls run {record.run_id} of {record.script}: {record.state}, budget "
+                      f"{record.timeout_sec:g} s")
         return record
+
+    def _unsaved(self, script: str) -> tuple[str | None, list[dict[str, Any]]]:
+        """The script's open buffer when it differs from the file (`run.unsaved`): its text
+        to run ("buffer"), a warning ("warn"), or a refusal ("refuse")."""
+        root = self.ls.root
+        path = root / script
+        document = self.ls.workspace.text_documents.get(path.as_uri())
+        if script.startswith("-m ") or document is None:
+            return None, []
+        try:
+            on_disk = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeError):
+            on_disk = None
+        if document.source == on_disk:
+            return None, []
+        policy = self.ls.config.run.unsaved
+        if policy == "refuse":
+            raise LabError(f"labls.run.start: {script} has unsaved changes in the editor "
+                           "(run.unsaved = \"refuse\"): save it, or set run.unsaved")
+        if policy == "buffer":
+            return document.source, [{"code": "unsaved-buffer", "message": (
+                f"{script} ran as the editor's unsaved buffer (run.unsaved = \"buffer\"); the "
+                "file on disk differs")}]
+        message = (f"{script} has unsaved changes: this run uses the file on disk "
+                   "(run.unsaved = \"buffer\" runs the buffer, \"refuse\" refuses)")
+        self.loop.call_soon_threadsafe(self.ls.window_show_message, types.ShowMessageParams(
+            type=types.MessageType.Warning, message=f"labls: {message}"))
+        return None, [{"code": "unsaved-buffer", "message": message}]
+
+    def run_of_token(self, token: str | int) -> str | None:
+        return next((run_id for run_id, t in self._tokens.items() if t == token), None)
+
+    def _log(self, message: str) -> None:
+        self.ls.window_log_message(types.LogMessageParams(type=types.MessageType.Info,
+                                                          message=message))
 
     async def wait(self, run_id: str) -> RunRecord:
         """The final record, once its diagnostics are published (or at once for an old run)."""
@@ -77,6 +120,10 @@ class RunService(RunListener):
             message = _progress_message(record, elapsed)
             pct = min(100, int(elapsed / record.timeout_sec * 100))
             self.loop.call_soon_threadsafe(self._report, record.run_id, message, pct)
+        elif record.run_id in self._logged and elapsed - self._logged[record.run_id] >= 5.0:
+            self._logged[record.run_id] = elapsed  # (a line each 5 s: a log, not a ticker)
+            message = f"labls run {record.run_id}: {_progress_message(record, elapsed)}"
+            self.loop.call_soon_threadsafe(self._log, message)
 
     def on_finish(self, record: RunRecord) -> None:
         snapshot = replace(record)  # final: nothing in it changes any more
@@ -98,7 +145,7 @@ class RunService(RunListener):
             return
         self._begun.add(record.run_id)
         self.ls.work_done_progress.begin(self._tokens[record.run_id], types.WorkDoneProgressBegin(
-            title=f"labls run {record.script}", cancellable=False, percentage=0,
+            title=f"labls run {record.script}", cancellable=True, percentage=0,
             message=f"{record.run_id}: {record.state}, budget {record.timeout_sec:g} s"))
 
     def _report(self, run_id: str, message: str, pct: int) -> None:
@@ -121,6 +168,12 @@ class RunService(RunListener):
             self.ls.work_done_progress.end(self._tokens.pop(record.run_id),
                                            types.WorkDoneProgressEnd(message=message))
             self._begun.discard(record.run_id)
+        if self._logged.pop(record.run_id, None) is not None:
+            self._log(f"labls run {record.run_id}: {record.state}" + (
+                f" ({record.error['kind']}: {record.error['message'][:200]})"
+                if record.error else f" {record.latest_metrics()}"))
+        if _refreshes_lenses(self.ls):
+            self.ls.workspace_code_lens_refresh(None)
         self.ls.protocol.notify("labls/runFinished", {  # bounded; the whole record: run.get
             "run": record.summary(self.ls.config.metric.name).to_wire()})
         self._publishing.discard(record.run_id)
@@ -139,6 +192,17 @@ class RunService(RunListener):
             self.ls.text_document_publish_diagnostics(
                 types.PublishDiagnosticsParams(uri=uri, diagnostics=merged))
 
+    async def republish(self, rel: str) -> None:
+        """A script's last finished run's diagnostics, from the registry, when the editor
+        opens it and this server has published none for it (a restart, a run from the CLI)."""
+        if rel in self._published:
+            return
+        record = await asyncio.to_thread(self.session.last_run_of, rel)
+        if record is None or rel in self._published:
+            return
+        comparison = await asyncio.to_thread(self.session.compare, record)
+        self._publish(record, comparison)
+
     def _lines(self, rel: str) -> list[str] | None:
         """A workspace file's lines: the editor's buffer if open, else the file on disk."""
         root = self.ls.root
@@ -153,6 +217,12 @@ class RunService(RunListener):
             return path.read_text(encoding="utf-8", errors="replace").splitlines()
         except OSError:
             return None
+
+
+def _refreshes_lenses(ls: LabServer) -> bool:
+    caps = ls.client_capabilities
+    lens = caps.workspace.code_lens if caps and caps.workspace else None
+    return bool(lens and lens.refresh_support)
 
 
 def _progress_message(record: RunRecord, elapsed: float) -> str:

@@ -69,3 +69,27 @@ def trust(workspace: Path) -> None:
     source, table, problems = config.workspace_source(workspace)
     assert source is not None and not problems, problems
     trust_store.record(source, table)
+
+
+def apply_text_edits(text: str, edits: Any) -> str:
+    """LSP TextEdits applied to `text` as an editor does (ranges of the original text, applied
+    from the last to the first; positions in UTF-16 code units)."""
+    lines = text.splitlines(keepends=True)
+    starts = [0]
+    for line in lines:
+        starts.append(starts[-1] + len(line))
+
+    def offset(pos: Any) -> int:
+        if pos.line >= len(lines):
+            return len(text)
+        line = lines[pos.line]
+        units, index = 0, 0
+        while index < len(line) and units < pos.character:
+            units += len(line[index].encode("utf-16-le")) // 2
+            index += 1
+        return starts[pos.line] + index
+
+    for edit in sorted(edits, key=lambda e: (e.range.start.line, e.range.start.character),
+                       reverse=True):
+        text = text[:offset(edit.range.start)] + edit.new_text + text[offset(edit.range.end):]
+    return text

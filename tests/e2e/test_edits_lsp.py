@@ -12,7 +12,7 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams
 from pytest_lsp import ClientServerConfig, LanguageClient
 
-from tests.helpers import SERVER_COMMAND, command, start_session, trust
+from tests.helpers import SERVER_COMMAND, apply_text_edits, command, start_session, trust
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 BLOCK = "{path}\n<<<<<<< SEARCH\n{old}\n=======\n{new}\n>>>>>>> REPLACE\n"
@@ -33,18 +33,30 @@ def ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest_lsp.fixture(scope="module", config=ClientServerConfig(server_command=SERVER_COMMAND))
 async def client(lsp_client: LanguageClient, ws: Path):
     applied: list[types.ApplyWorkspaceEditParams] = []
+    buffers: dict[str, tuple[str, int]] = {}  # the editor's open buffers: uri → text, version
 
     @lsp_client.feature(types.WORKSPACE_APPLY_EDIT)
     def apply_edit(params: types.ApplyWorkspaceEditParams) -> types.ApplyWorkspaceEditResult:
-        # an editor that applies the edit to its buffers and saves them
+        # an editor: an open buffer takes the edit if its version is the one planned on (and
+        # stays unsaved); a closed file is edited on disk
         applied.append(params)
         for change in params.edit.document_changes or []:
-            if isinstance(change, types.TextDocumentEdit):
-                path = Path(change.text_document.uri.removeprefix("file://"))
-                path.write_text(change.edits[0].new_text)
+            if not isinstance(change, types.TextDocumentEdit):
+                continue
+            uri = change.text_document.uri
+            if uri in buffers:
+                text, version = buffers[uri]
+                if change.text_document.version != version:
+                    return types.ApplyWorkspaceEditResult(
+                        applied=False, failure_reason=f"{uri} is at version {version}")
+                buffers[uri] = (apply_text_edits(text, change.edits), version + 1)
+            else:
+                path = Path(uri.removeprefix("file://"))
+                path.write_text(apply_text_edits(path.read_text(), change.edits))
         return types.ApplyWorkspaceEditResult(applied=True)
 
     lsp_client.applied = applied  # type: ignore[attr-defined]
+    lsp_client.buffers = buffers  # type: ignore[attr-defined]
     await start_session(lsp_client, ws, capabilities=types.ClientCapabilities(
         workspace=types.WorkspaceClientCapabilities(apply_edit=True)))
     yield
@@ -137,3 +149,56 @@ async def test_experiment_step_refuses_a_dirty_tree(client, ws: Path):
     assert not result["ok"] and "uncommitted" in result["reason"]
     assert {"comparison", "failures", "baselineRuns", "notes"} <= set(result)  # one shape
     assert (ws / "train.py").read_text().endswith("# local change\n")  # nothing lost
+
+
+def edit_buffer(client: LanguageClient, ws: Path, name: str, text: str, version: int) -> str:
+    """The user edits `name` in the editor without saving: the server hears didOpen/didChange."""
+    uri = (ws / name).as_uri()
+    if uri not in client.buffers:
+        client.text_document_did_open(types.DidOpenTextDocumentParams(types.TextDocumentItem(
+            uri=uri, language_id="python", version=version, text=text)))
+    else:
+        client.text_document_did_change(types.DidChangeTextDocumentParams(
+            text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=version),
+            content_changes=[types.TextDocumentContentChangeWholeDocument(text=text)]))
+    client.buffers[uri] = (text, version)
+    return uri
+
+
+async def test_an_edit_applies_to_the_open_buffer_and_keeps_the_users_unsaved_changes(client, ws):
+    disk = "import os\nA = 1\nB = 2\nC = 3\n"
+    (ws / "buffered.py").write_text(disk)
+    # two unsaved changes in the editor: a comment on top and C changed
+    uri = edit_buffer(client, ws, "buffered.py", "# mine\nimport os\nA = 1\nB = 2\nC = 30\n", 3)
+    await command(client, "labls.datasets.list")  # (the notifications are handled first)
+    text = BLOCK.format(path="buffered.py", old="B = 2", new="B = 20")
+    result = await command(client, "labls.edit.apply", {"format": "searchReplace", "text": text})
+    assert result["ok"] and result["via"] == "editor", result
+    change = client.applied[-1].edit.document_changes[-1]
+    assert change.text_document.version == 3  # planned on the buffer the user has
+    assert len(change.edits) == 1 and change.edits[0].range.start.line == 3  # only B's line
+    assert client.buffers[uri][0] == "# mine\nimport os\nA = 1\nB = 20\nC = 30\n"
+    assert (ws / "buffered.py").read_text() == disk  # unsaved stays unsaved
+
+
+async def test_an_edit_that_no_longer_matches_the_buffer_is_refused(client, ws):
+    (ws / "stale.py").write_text("X = 1\n")
+    edit_buffer(client, ws, "stale.py", "X = 2\n", 5)  # the user changed it; not saved
+    await command(client, "labls.datasets.list")
+    text = BLOCK.format(path="stale.py", old="X = 1", new="X = 9")
+    result = await command(client, "labls.edit.apply", {"format": "searchReplace", "text": text})
+    assert result["ok"] is False and "X = 1" in result["failures"][0]["block"]
+    assert client.buffers[(ws / "stale.py").as_uri()][0] == "X = 2\n"  # the buffer as it was
+
+
+async def test_a_buffer_changed_after_planning_is_refused_by_the_editor(client, ws):
+    """The version the edit carries is the editor's guard: a buffer at another version
+    refuses the edit, and labls answers `ok: false` (nothing is lost on either side)."""
+    (ws / "race.py").write_text("Y = 1\n")
+    uri = edit_buffer(client, ws, "race.py", "Y = 1\n", 1)
+    await command(client, "labls.datasets.list")
+    client.buffers[uri] = ("Y = 1\n# typed meanwhile\n", 2)  # not yet sent to the server
+    text = BLOCK.format(path="race.py", old="Y = 1", new="Y = 5")
+    result = await command(client, "labls.edit.apply", {"format": "searchReplace", "text": text})
+    assert result["ok"] is False and result["via"] == "editor" and "version" in result["reason"]
+    assert client.buffers[uri][0] == "Y = 1\n# typed meanwhile\n"

@@ -1,4 +1,5 @@
-"""A second, independent client: Debian's Neovim 0.7 drives labls and reads the diagnostic."""
+"""A second, independent client: Debian's Neovim 0.7 drives labls, reads the diagnostic, runs
+from the code lens and lists the code actions."""
 
 from __future__ import annotations
 
@@ -13,6 +14,21 @@ import pytest
 
 NVIM = shutil.which("nvim")
 CLIENT = Path(__file__).with_name("nvim_client.lua")
+EDITOR = Path(__file__).with_name("nvim_editor.lua")
+
+
+def neovim(tmp_path: Path, ws: Path, script: Path, client: Path) -> dict:
+    """Run headless Neovim with `client` on `script`; what it wrote to $LABLS_OUT."""
+    xdg = tmp_path / "xdg"
+    env = {**os.environ, "LABLS_OUT": str(tmp_path / "out.json"), "LABLS_WS": str(ws),
+           "LABLS_PYTHON": sys.executable}
+    for name in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME"):
+        env[name] = str(xdg / name.lower())
+    assert NVIM is not None
+    done = subprocess.run([NVIM, "--headless", "-n", "-i", "NONE", "-u", str(client),
+                           str(script)], cwd=ws, env=env, capture_output=True, timeout=120)
+    assert (tmp_path / "out.json").exists(), done.stderr.decode(errors="replace")[-2000:]
+    return json.loads((tmp_path / "out.json").read_text())
 
 
 @pytest.mark.skipif(NVIM is None, reason="neovim is not installed (make test installs it)")
@@ -21,19 +37,24 @@ def test_neovim_reads_the_exception_diagnostic_at_the_raising_line(tmp_path: Pat
     ws.mkdir()
     script = ws / "train.py"
     script.write_text("import math\nprint('loss: 1.0')\n\nvalue = math.sqrt(-1)\n")
-    xdg = tmp_path / "xdg"
-    env = {**os.environ, "LABLS_OUT": str(tmp_path / "out.json"), "LABLS_WS": str(ws),
-           "LABLS_PYTHON": sys.executable}
-    for name in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME"):
-        env[name] = str(xdg / name.lower())
-    assert NVIM is not None
-    done = subprocess.run([NVIM, "--headless", "-n", "-i", "NONE", "-u", str(CLIENT),
-                           str(script)], cwd=ws, env=env, capture_output=True, timeout=120)
-    assert (tmp_path / "out.json").exists(), done.stderr.decode(errors="replace")[-2000:]
-    result = json.loads((tmp_path / "out.json").read_text())
+    result = neovim(tmp_path, ws, script, CLIENT)
     assert not result.get("error") and not result["timed_out"], result
     assert result["answer"]["result"]["runId"]
     errors = [d for d in result["diagnostics"] if d["code"] == "exception"]
     assert len(errors) == 1, result["diagnostics"]
     assert errors[0]["lnum"] == 3 and errors[0]["source"] == "labls"
     assert "ValueError: math domain error" in errors[0]["message"]
+
+
+@pytest.mark.skipif(NVIM is None, reason="neovim is not installed (make test installs it)")
+def test_neovim_runs_from_the_lens_and_gets_the_actions_and_the_last_run(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    script = ws / "train.py"
+    script.write_text('print("loss: 1.0")\nif __name__ == "__main__":\n    raise KeyError("lr")\n')
+    result = neovim(tmp_path, ws, script, EDITOR)
+    assert not result.get("error"), result
+    assert result["run_lens"]["title"] == "▶ Run in labls"
+    assert result["started"]["runId"]
+    assert result["actions"][:2] == ["Repair with the repair prompt", "Open the run's log"], result
+    assert result["last"]["command"]["title"].startswith("last: val_bpb: none (failed, ")
