@@ -287,6 +287,19 @@ class Registry:
                 "SELECT run_id FROM pins").fetchall()
         return {r[0] for r in rows}
 
+    def ended_since(self, seq: int, pending: set[str]) -> tuple[int, list[str], set[str]]:
+        """For a watcher of runs of other processes: the runs saved after row `seq` or in
+        `pending` (unfinished when last seen); which of them have ended, and which are still
+        unfinished. Returns the newest row's seq, the ended ids, the unfinished ids."""
+        marks = ",".join("?" * len(pending))
+        with self._read_lock:
+            rows = self._reader.execute(
+                f"SELECT seq, run_id, state FROM runs WHERE seq > ? OR run_id IN ({marks})",
+                [seq, *sorted(pending)]).fetchall()
+        newest = max([seq, *(r[0] for r in rows)])
+        ended = [r[1] for r in rows if r[2] not in ("running", "queued")]
+        return newest, ended, {r[1] for r in rows if r[2] in ("running", "queued")}
+
     def last_final(self, script: str) -> str | None:
         """The id of `script`'s latest run that has ended (whatever its state)."""
         with self._read_lock:

@@ -111,6 +111,7 @@ class LabServer(LanguageServer):
         try:
             self.runs = RunService(self, asyncio.get_running_loop())
             self.runs.session.resume_loops()
+            self.runs.watch_soon()
         except Exception as exc:  # an unusable state dir: every command says so, by path
             state = self.config.state_path(self.root)
             self.runs_error = f"labls cannot use its state dir {state}: {exc}"

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import uuid
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lsprotocol import types
@@ -45,6 +46,7 @@ class RunService(RunListener):
         self._published: dict[str, dict[str, list[types.Diagnostic]]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._logged: dict[str, float] = {}  # runs told as log lines: when the last was sent
+        self._own: set[str] = set()  # runs this server started (their end comes by on_finish)
 
     async def start(self, prm: RunStartParams, token: str | int | None) -> RunRecord:
         if token is None and self._client_creates_progress():
@@ -56,6 +58,7 @@ class RunService(RunListener):
         text, warnings = await asyncio.to_thread(self._unsaved, prm.script)
         record = await asyncio.to_thread(self.session.start, prm, "labls.run.start", text,
                                          warnings)
+        self._own.add(record.run_id)
         if token is not None:
             self._tokens[record.run_id] = token
             self._begin(record)
@@ -125,7 +128,11 @@ class RunService(RunListener):
             message = f"labls run {record.run_id}: {_progress_message(record, elapsed)}"
             self.loop.call_soon_threadsafe(self._log, message)
 
+    def on_start(self, record: RunRecord) -> None:
+        self._own.add(record.run_id)  # (steps and loops start runs too, not only `start`)
+
     def on_finish(self, record: RunRecord) -> None:
+        self._own.add(record.run_id)
         snapshot = replace(record)  # final: nothing in it changes any more
         self._publishing.add(record.run_id)
         self.loop.call_soon_threadsafe(self._spawn, self._finished(snapshot))
@@ -192,6 +199,37 @@ class RunService(RunListener):
             self.ls.text_document_publish_diagnostics(
                 types.PublishDiagnosticsParams(uri=uri, diagnostics=merged))
 
+    def watch_soon(self) -> None:
+        self._spawn(self.watch_others())
+
+    async def watch_others(self, interval: float = 1.0) -> None:
+        """Runs other processes finish in this workspace (`labls run` in a terminal, an agent's
+        `labls mcp`) reach the editor: their diagnostics are published and the lenses
+        refreshed. The registry is shared; it is queried when its files changed (a stat a
+        second), for the rows saved since and the runs that were unfinished."""
+        registry = self.engine.registry
+        seq, _, pending = await asyncio.to_thread(registry.ended_since, 0, set())
+        stamp = _stamp(registry.path)
+        while True:
+            await asyncio.sleep(interval)
+            now = _stamp(registry.path)
+            if now == stamp:
+                continue
+            stamp = now
+            try:
+                seq, ended, pending = await asyncio.to_thread(registry.ended_since, seq, pending)
+                for run_id in ended:
+                    if run_id in self._own or self.engine.is_active(run_id):
+                        continue
+                    record = await asyncio.to_thread(self.engine.get, run_id)
+                    if record is not None:
+                        comparison = await asyncio.to_thread(self.session.compare, record)
+                        self._publish(record, comparison)
+                        if _refreshes_lenses(self.ls):
+                            self.ls.workspace_code_lens_refresh(None)
+            except Exception:  # a registry that went away: try again at its next change
+                log.exception("watching the registry for other processes' runs failed")
+
     async def republish(self, rel: str) -> None:
         """A script's last finished run's diagnostics, from the registry, when the editor
         opens it and this server has published none for it (a restart, a run from the CLI)."""
@@ -217,6 +255,17 @@ class RunService(RunListener):
             return path.read_text(encoding="utf-8", errors="replace").splitlines()
         except OSError:
             return None
+
+
+def _stamp(db: Path) -> tuple[float, ...]:
+    """When the registry's files last changed (its WAL takes every commit)."""
+    stamps = []
+    for path in (db, db.with_name(db.name + "-wal")):
+        try:
+            stamps.append(path.stat().st_mtime_ns)
+        except OSError:
+            stamps.append(0)
+    return tuple(stamps)
 
 
 def _refreshes_lenses(ls: LabServer) -> bool:

@@ -241,3 +241,17 @@ async def test_a_script_with_unsaved_changes_is_warned_run_as_the_buffer_or_refu
     with pytest.raises(JsonRpcInvalidParams, match="unsaved changes"):
         await command(client, "labls.run.start", {"script": "buffered.py"})
     settings("warn")
+
+
+async def test_a_run_from_the_cli_reaches_the_open_server(client, ws):
+    """`labls run` in a terminal while the editor is open: its diagnostics arrive on their
+    own, through the shared registry, and the lenses are refreshed."""
+    write(ws, "terminal.py", 'if __name__ == "__main__":\n    raise KeyError("terminal")\n')
+    uri = opened(client, ws, "terminal.py")
+    refreshed = client.refreshes.count
+    done = subprocess.run([sys.executable, "-m", "labls.server.cli", "run", "terminal.py"],
+                          cwd=ws, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr
+    await wait_for(lambda: any(d.code == "exception" and "terminal" in d.message
+                               for d in client.diagnostics.get(uri, [])), timeout=30)
+    await wait_for(lambda: client.refreshes.count > refreshed, timeout=10)

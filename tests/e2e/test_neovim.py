@@ -15,13 +15,15 @@ import pytest
 NVIM = shutil.which("nvim")
 CLIENT = Path(__file__).with_name("nvim_client.lua")
 EDITOR = Path(__file__).with_name("nvim_editor.lua")
+PLUGIN_DRIVER = Path(__file__).with_name("nvim_plugin.lua")
+PLUGIN = Path(__file__).resolve().parents[2] / "editors" / "nvim"
 
 
 def neovim(tmp_path: Path, ws: Path, script: Path, client: Path) -> dict:
     """Run headless Neovim with `client` on `script`; what it wrote to $LABLS_OUT."""
     xdg = tmp_path / "xdg"
     env = {**os.environ, "LABLS_OUT": str(tmp_path / "out.json"), "LABLS_WS": str(ws),
-           "LABLS_PYTHON": sys.executable}
+           "LABLS_PYTHON": sys.executable, "LABLS_PLUGIN": str(PLUGIN)}
     for name in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME"):
         env[name] = str(xdg / name.lower())
     assert NVIM is not None
@@ -58,3 +60,17 @@ def test_neovim_runs_from_the_lens_and_gets_the_actions_and_the_last_run(tmp_pat
     assert result["started"]["runId"]
     assert result["actions"][:2] == ["Repair with the repair prompt", "Open the run's log"], result
     assert result["last"]["command"]["title"].startswith("last: val_bpb: none (failed, ")
+
+
+@pytest.mark.skipif(NVIM is None, reason="neovim is not installed (make test installs it)")
+def test_the_neovim_plugin_runs_lists_and_cancels(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    (ws / "src").mkdir(parents=True)
+    (ws / "labls.toml").write_text("[run]\nkill_grace_sec = 1\n")
+    (ws / "train.py").write_text('print("loss: 1.0")\nraise KeyError("lr")\n')
+    (ws / "forever.py").write_text("import time\ntime.sleep(60)\n")
+    result = neovim(tmp_path, ws / "src", ws / "train.py", PLUGIN_DRIVER)
+    assert not result.get("error"), result
+    assert result["root"] == str(ws)  # found by walking up to labls.toml
+    assert result["diagnostic"] and result["started"] and result["cancelled"], result["notes"]
+    assert any("train.py exception" in line for line in result["runs"]), result["runs"]
