@@ -6,11 +6,12 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 INSPECTOR := .tools/mcp-inspector/node_modules/.bin/mcp-inspector
+VSCODE := editors/vscode/node_modules/.bin/tsc
 APT_PACKAGES := bubblewrap libseccomp2 git neovim
 
 .PHONY: setup system demo test lint bench clean
 
-setup: system $(STAMP) $(INSPECTOR)
+setup: system $(STAMP) $(INSPECTOR) $(VSCODE)
 
 # The MCP Inspector's CLI (npm), which tests/e2e/test_mcp.py drives labls mcp with; without npm
 # that test says it is skipped and why.
@@ -19,6 +20,13 @@ $(INSPECTOR):
 	  npm install --silent --no-audit --no-fund --prefix .tools/mcp-inspector \
 	    @modelcontextprotocol/inspector@0.15.0; \
 	else echo "warning: npm is missing: the MCP Inspector test is skipped"; fi
+
+# The VS Code extension's build tools (TypeScript, the language client), for its build and lint
+# test (tests/e2e/test_vscode.py); pinned by its package-lock.json.
+$(VSCODE): editors/vscode/package-lock.json
+	@if command -v npm >/dev/null; then \
+	  npm ci --silent --no-audit --no-fund --prefix editors/vscode; \
+	else echo "warning: npm is missing: the VS Code extension's build test is skipped"; fi
 
 # apt-get what is missing, when we are root and apt exists; otherwise say what to install.
 system:
