@@ -1,27 +1,13 @@
 -- A minimal Neovim 0.7 LSP client for the labls end-to-end test.
 -- Opens the script given on the command line, attaches labls, runs the script through
 -- labls.run.start, waits for labls's diagnostics and writes them as JSON to $LABLS_OUT.
-local out = vim.env.LABLS_OUT
-local function finish(payload)
-  local f = io.open(out, "w")
-  f:write(vim.fn.json_encode(payload))
-  f:close()
-  vim.cmd("qa!")
-end
+local common = dofile(vim.env.LABLS_TESTS .. "/nvim_common.lua")
+local finish = common.finish
 
 vim.api.nvim_create_autocmd("VimEnter", { callback = function()
   local buf = vim.api.nvim_get_current_buf()
-  local id = vim.lsp.start_client({
-    name = "labls",
-    cmd = { vim.env.LABLS_PYTHON, "-m", "labls.server.cli", "serve" },
-    root_dir = vim.env.LABLS_WS,
-  })
-  vim.lsp.buf_attach_client(buf, id)
-  local client = vim.lsp.get_client_by_id(id)
-  local ready = vim.wait(15000, function()
-    return client ~= nil and client.server_capabilities ~= nil
-  end, 20)
-  if not ready then return finish({ error = "labls did not initialize" }) end
+  local client, id = common.attach(buf)
+  if not client then return finish({ error = "labls did not initialize" }) end
   local answer = nil
   client.request("workspace/executeCommand", {
     command = "labls.run.start",

@@ -1,13 +1,8 @@
 -- Neovim 0.7 as an editor user drives labls: the script's code lenses, the run lens executed,
 -- the run's diagnostic, the code actions on it, and the last-run lens resolved afterwards.
 -- Writes what it saw as JSON to $LABLS_OUT.
-local out = vim.env.LABLS_OUT
-local function finish(payload)
-  local f = io.open(out, "w")
-  f:write(vim.fn.json_encode(payload))
-  f:close()
-  vim.cmd("qa!")
-end
+local common = dofile(vim.env.LABLS_TESTS .. "/nvim_common.lua")
+local finish = common.finish
 
 local function request(client, method, params, buf)
   local answer = nil
@@ -19,17 +14,8 @@ end
 
 vim.api.nvim_create_autocmd("VimEnter", { callback = function()
   local buf = vim.api.nvim_get_current_buf()
-  local id = vim.lsp.start_client({
-    name = "labls",
-    cmd = { vim.env.LABLS_PYTHON, "-m", "labls.server.cli", "serve" },
-    root_dir = vim.env.LABLS_WS,
-  })
-  vim.lsp.buf_attach_client(buf, id)
-  local client = vim.lsp.get_client_by_id(id)
-  local ready = vim.wait(15000, function()
-    return client ~= nil and client.server_capabilities ~= nil
-  end, 20)
-  if not ready then return finish({ error = "labls did not initialize" }) end
+  local client, id = common.attach(buf)
+  if not client then return finish({ error = "labls did not initialize" }) end
   local doc = { uri = vim.uri_from_bufnr(buf) }
   local lenses = request(client, "textDocument/codeLens", { textDocument = doc }, buf)
   if lenses.err or not lenses.result or #lenses.result < 2 then

@@ -5,12 +5,7 @@ vim.opt.runtimepath:prepend(vim.env.LABLS_PLUGIN)
 vim.g.loaded_python3_provider = 0  -- (the Python ftplugin would look for pynvim: slow, unused)
 local notes = {}
 vim.notify = function(msg) table.insert(notes, msg) end
-local function finish(payload)
-  local f = io.open(vim.env.LABLS_OUT, "w")
-  f:write(vim.fn.json_encode(payload))
-  f:close()
-  vim.cmd("qa!")
-end
+local finish = dofile(vim.env.LABLS_TESTS .. "/nvim_common.lua").finish
 local function noted(pattern)
   return vim.wait(30000, function()
     for _, n in ipairs(notes) do if n:find(pattern) then return true end end

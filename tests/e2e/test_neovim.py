@@ -19,27 +19,31 @@ PLUGIN_DRIVER = Path(__file__).with_name("nvim_plugin.lua")
 PLUGIN = Path(__file__).resolve().parents[2] / "editors" / "nvim"
 
 
-def neovim(tmp_path: Path, ws: Path, script: Path, client: Path) -> dict:
-    """Run headless Neovim with `client` on `script`; what it wrote to $LABLS_OUT."""
+def neovim(tmp_path: Path, driver: Path, files: dict[str, str], cwd: str = "") -> dict:
+    """Headless Neovim running `driver` on `train.py` of a workspace holding `files`, from
+    the folder `cwd` of it; what the driver wrote to $LABLS_OUT."""
+    ws = tmp_path / "ws"
+    (ws / cwd).mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (ws / name).write_text(text)
     xdg = tmp_path / "xdg"
     env = {**os.environ, "LABLS_OUT": str(tmp_path / "out.json"), "LABLS_WS": str(ws),
-           "LABLS_PYTHON": sys.executable, "LABLS_PLUGIN": str(PLUGIN)}
+           "LABLS_PYTHON": sys.executable, "LABLS_PLUGIN": str(PLUGIN),
+           "LABLS_TESTS": str(Path(__file__).parent)}
     for name in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME"):
         env[name] = str(xdg / name.lower())
     assert NVIM is not None
-    done = subprocess.run([NVIM, "--headless", "-n", "-i", "NONE", "-u", str(client),
-                           str(script)], cwd=ws, env=env, capture_output=True, timeout=120)
+    done = subprocess.run([NVIM, "--headless", "-n", "-i", "NONE", "-u", str(driver),
+                           str(ws / "train.py")], cwd=ws / cwd, env=env, capture_output=True,
+                          timeout=120)
     assert (tmp_path / "out.json").exists(), done.stderr.decode(errors="replace")[-2000:]
     return json.loads((tmp_path / "out.json").read_text())
 
 
 @pytest.mark.skipif(NVIM is None, reason="neovim is not installed (make test installs it)")
 def test_neovim_reads_the_exception_diagnostic_at_the_raising_line(tmp_path: Path) -> None:
-    ws = tmp_path / "ws"
-    ws.mkdir()
-    script = ws / "train.py"
-    script.write_text("import math\nprint('loss: 1.0')\n\nvalue = math.sqrt(-1)\n")
-    result = neovim(tmp_path, ws, script, CLIENT)
+    result = neovim(tmp_path, CLIENT, {
+        "train.py": "import math\nprint('loss: 1.0')\n\nvalue = math.sqrt(-1)\n"})
     assert not result.get("error") and not result["timed_out"], result
     assert result["answer"]["result"]["runId"]
     errors = [d for d in result["diagnostics"] if d["code"] == "exception"]
@@ -50,11 +54,8 @@ def test_neovim_reads_the_exception_diagnostic_at_the_raising_line(tmp_path: Pat
 
 @pytest.mark.skipif(NVIM is None, reason="neovim is not installed (make test installs it)")
 def test_neovim_runs_from_the_lens_and_gets_the_actions_and_the_last_run(tmp_path: Path) -> None:
-    ws = tmp_path / "ws"
-    ws.mkdir()
-    script = ws / "train.py"
-    script.write_text('print("loss: 1.0")\nif __name__ == "__main__":\n    raise KeyError("lr")\n')
-    result = neovim(tmp_path, ws, script, EDITOR)
+    result = neovim(tmp_path, EDITOR, {
+        "train.py": 'print("loss: 1.0")\nif __name__ == "__main__":\n    raise KeyError("lr")\n'})
     assert not result.get("error"), result
     assert result["run_lens"]["title"] == "▶ Run in labls"
     assert result["started"]["runId"]
@@ -64,13 +65,11 @@ def test_neovim_runs_from_the_lens_and_gets_the_actions_and_the_last_run(tmp_pat
 
 @pytest.mark.skipif(NVIM is None, reason="neovim is not installed (make test installs it)")
 def test_the_neovim_plugin_runs_lists_and_cancels(tmp_path: Path) -> None:
-    ws = tmp_path / "ws"
-    (ws / "src").mkdir(parents=True)
-    (ws / "labls.toml").write_text("[run]\nkill_grace_sec = 1\n")
-    (ws / "train.py").write_text('print("loss: 1.0")\nraise KeyError("lr")\n')
-    (ws / "forever.py").write_text("import time\ntime.sleep(60)\n")
-    result = neovim(tmp_path, ws / "src", ws / "train.py", PLUGIN_DRIVER)
+    result = neovim(tmp_path, PLUGIN_DRIVER, {
+        "labls.toml": "[run]\nkill_grace_sec = 1\n",
+        "train.py": 'print("loss: 1.0")\nraise KeyError("lr")\n',
+        "forever.py": "import time\ntime.sleep(60)\n"}, cwd="src")
     assert not result.get("error"), result
-    assert result["root"] == str(ws)  # found by walking up to labls.toml
+    assert result["root"] == str(tmp_path / "ws")  # found by walking up to labls.toml
     assert result["diagnostic"] and result["started"] and result["cancelled"], result["notes"]
     assert any("train.py exception" in line for line in result["runs"]), result["runs"]
