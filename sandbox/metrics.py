@@ -1,9 +1,10 @@
-"""Metric parsing: every convention of PROTOCOL.md, merged, none hiding another.
+"""Metrics: the set a source accumulates, their values, and every source merged.
 
-Sources, best first: the JSONL harness (`$LABLS_METRICS`), a `results.json` the run wrote, and
-stdout lines (`name: value`, `METRIC k=v`, tagged `PER_SEED` / `CONDITION_SUMMARY` lines with
-`condition=` or `cond=`, as k=v pairs or a JSON object). Per-condition and per-seed values are
-flattened to `<condition>/<seed>/<metric>` and `<condition>/<metric>`.
+Sources, best first: the JSONL harness (`$LABLS_METRICS`, read here), the result files the run
+wrote (`result_files.py`) and its stdout (`stdout_metrics.py`). A `MetricSet` keeps each name's
+last value and a bounded curve, the conditions apart (`structured.conditions`), and notes
+non-finite values of watched names as they come (a divergence stops the run). `number` is the
+one reading of a value; `key_part` the one escaping of a condition's name in a flat key.
 
 Everything here is pure: text in, numbers out.
 """

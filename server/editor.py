@@ -38,10 +38,6 @@ def run_target(ls: LabServer, rel: str, text: str) -> dict[str, Any] | None:
     return None
 
 
-def _script_of(target: dict[str, Any]) -> str:
-    return str(target["script"])
-
-
 def _when(ts: float | None) -> str:
     if not ts:
         return "?"
@@ -65,7 +61,7 @@ def code_lenses(ls: LabServer, params: types.CodeLensParams) -> list[types.CodeL
     return [
         types.CodeLens(range=where, command=types.Command(
             title="▶ Run in labls", command="labls.run.start", arguments=[target])),
-        types.CodeLens(range=where, data={"kind": "last", "script": _script_of(target)}),
+        types.CodeLens(range=where, data={"kind": "last", "script": target["script"]}),
     ]
 
 
