@@ -10,9 +10,13 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cattrs import transform_error
+from cattrs.errors import ClassValidationError
 from lsprotocol import types
+from pygls.exceptions import JsonRpcInternalError, JsonRpcInvalidParams
 from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol, lsp_method
+from pygls.protocol.json_rpc import JsonRPCNotification
 
 from labls.lab import version
 
@@ -31,7 +35,28 @@ current_work_done_token: contextvars.ContextVar[str | int | None] = contextvars.
 )
 
 
+# What a request answered at once as malformed becomes: a notification no handler takes.
+DROPPED = JsonRPCNotification(method="$/labls/answeredMalformed", jsonrpc="2.0", params=None)
+
+
 class LabProtocol(LanguageServerProtocol):
+    def structure_message(self, data: dict[str, Any]) -> Any:
+        """A request whose params do not have the LSP shape is answered -32602 naming what is
+        wrong (pygls would log it and leave the client waiting for ever); a malformed
+        notification is dropped, as before."""
+        try:
+            return super().structure_message(data)
+        except (JsonRpcInvalidParams, JsonRpcInternalError) as exc:
+            if not (isinstance(data, dict) and "id" in data and "method" in data):
+                raise
+            cause = exc.__cause__
+            why = "; ".join(transform_error(cause)[:5]) if isinstance(
+                cause, ClassValidationError) else repr(cause)
+            self._send_response(data["id"], error=types.ResponseError(
+                code=types.ErrorCodes.InvalidParams,
+                message=f"{data['method']}: the request does not have the LSP shape: {why}"))
+            return DROPPED
+
     @lsp_method(types.WORKSPACE_EXECUTE_COMMAND)
     def lsp_workspace__execute_command(self, params: types.ExecuteCommandParams) -> Any:
         current_work_done_token.set(params.work_done_token)

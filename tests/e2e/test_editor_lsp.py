@@ -20,6 +20,7 @@ from pygls.exceptions import JsonRpcInvalidParams
 from pytest_lsp import ClientServerConfig, LanguageClient
 
 from tests.helpers import SERVER_COMMAND, command, start_session, trust
+from tools.rpc_client import LspClient, RpcError
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -255,3 +256,23 @@ async def test_a_run_from_the_cli_reaches_the_open_server(client, ws):
     await wait_for(lambda: any(d.code == "exception" and "terminal" in d.message
                                for d in client.diagnostics.get(uri, [])), timeout=30)
     await wait_for(lambda: client.refreshes.count > refreshed, timeout=10)
+
+
+
+async def test_a_request_without_the_lsp_shape_is_answered_not_left_waiting(ws):
+    """Neovim 0.7 sent code-action diagnostics without `range` and `message`: pygls alone
+    logs it and never answers; labls answers -32602 naming the fields, and keeps serving.
+    (A raw JSON-RPC client: typed clients cannot send such a request.)"""
+    uri = (ws / "good.py").as_uri()
+    bad = {"textDocument": {"uri": uri}, "range": {"start": {"line": 0, "character": 0},
+                                                   "end": {"line": 0, "character": 0}},
+           "context": {"diagnostics": [{"source": "labls", "data": {}}]}}
+
+    def drive() -> None:
+        with LspClient(ws) as raw:
+            raw.initialize()
+            with pytest.raises(RpcError, match=r"does not have the LSP shape.*message"):
+                raw.request("textDocument/codeAction", bad, timeout=10)
+            assert raw.command("labls.datasets.list")["cacheRoot"]  # still serving
+
+    await asyncio.to_thread(drive)  # (a blocking client: off the module's event loop)
