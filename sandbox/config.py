@@ -93,6 +93,12 @@ class Config:
     def state_path(self, workspace: Path) -> Path:
         return (workspace / self.state_dir).resolve()
 
+    def watched_metrics(self) -> frozenset[str]:
+        """The metrics whose NaN / inf stops a run (none with `run.stop_on_nan` off)."""
+        if not self.run.stop_on_nan:
+            return frozenset()
+        return frozenset([self.metric.name, *self.metric.watch])
+
 
 @dataclass(frozen=True)
 class ConfigProblem:

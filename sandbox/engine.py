@@ -466,10 +466,9 @@ class _Run:
         self.record.started_at = self.launched_at
         self.engine.registry.save(self.record)
         self.engine.listener.on_start(self.record)
-        watched = MetricSet(watched=frozenset([self.cfg.metric.name, *self.cfg.metric.watch]),
-                            grace=self.cfg.run.nan_grace_steps)
-        pump = OutputPump(Path(self.record.log_path), self._on_metrics,
-                          watched if self.cfg.run.stop_on_nan else None, self._on_diverged)
+        watched = MetricSet(watched=self.cfg.watched_metrics(), grace=self.cfg.run.nan_grace_steps)
+        pump = OutputPump(Path(self.record.log_path), self._on_metrics, watched,
+                          self._on_diverged)
         pump.start()
         self.sampler = GpuSampler(slot.gpus)
         self.sampler.start()

@@ -68,8 +68,7 @@ def judge(run: _Run, pump: OutputPump) -> Verdict:
     merged = metrics.merge(_metric_sources(run, pump, warnings, files))
     probe = provenance.read_probe(run.probe_dir)
     warnings += [to_wire(p) for p in probe.problems]
-    watched = {run.cfg.metric.name, *run.cfg.metric.watch} if run.cfg.run.stop_on_nan else set()
-    warnings += non_finite_warnings(pump.parsed, watched)
+    warnings += non_finite_warnings(pump.parsed)
     specs = datasets.all_specs(run.cfg.datasets)
     scan = datasets.scan(run.cfg.dataset_cache_root, run.cfg.datasets)
     note = run.observer_note or (run.reads.note if run.reads else "")
@@ -235,9 +234,9 @@ def _printing_line(run: _Run, name: str) -> tuple[str, int] | None:
     return None
 
 
-def non_finite_warnings(parsed: metrics.MetricSet, watched: set[str]) -> list[dict[str, Any]]:
+def non_finite_warnings(parsed: metrics.MetricSet) -> list[dict[str, Any]]:
     """A warning for each metric (not watched: those stop the run) that printed NaN / inf."""
-    names = [n for n in parsed.non_finite_first if n not in watched]
+    names = [n for n in parsed.non_finite_first if n not in parsed.watched]
     shown = [{"code": "non-finite", "metric": n, "message":
               f"{n} was {parsed.non_finite_first[n]} during the run"} for n in names[:20]]
     if len(names) > 20:

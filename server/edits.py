@@ -4,7 +4,6 @@ stay right), else atomically on disk."""
 from __future__ import annotations
 
 import difflib
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lsprotocol import types
@@ -13,6 +12,7 @@ from labls.lab.editplan import EditPlan, write_atomically
 from labls.lab.session import edit_answer, edit_refused
 
 from .diagnostics import utf16_len
+from .editor import relative
 
 if TYPE_CHECKING:
     from .app import LabServer
@@ -57,10 +57,9 @@ def open_buffers(ls: LabServer) -> dict[str, tuple[str, int]]:
     """The workspace's files open in the editor: their text and version, by path."""
     out = {}
     for uri, document in list(ls.workspace.text_documents.items()):
-        if uri.startswith("file://") and document.version is not None:
-            path = Path(uri.removeprefix("file://")).resolve()
-            if path.is_relative_to(ls.root):
-                out[str(path.relative_to(ls.root))] = (document.source, document.version)
+        rel = relative(ls, uri)
+        if rel is not None and document.version is not None:
+            out[rel] = (document.source, document.version)
     return out
 
 
