@@ -2,8 +2,10 @@
 
 `labls serve` over stdio (the project's own client). A run prints N metric keys; meanwhile, and
 until its `labls/runFinished` has arrived, `labls.run.list` is asked back to back and each
-answer timed (p50, p99, max): what a client waits. How long the server's own event loop was
-blocked is measured inside it (`lagged_serve.py`: the lateness of a timer due every 5 ms).
+answer timed (p50, p99, max): what a client waits. Then `labls.run.get` of pages of that run's
+metrics (the first and random ones), and of all of them page by page. How long the server's
+own event loop was blocked is measured inside it (`lagged_serve.py`: the lateness of a timer
+due every 5 ms).
 Also the size of the `runFinished` notification and the total bytes the server wrote.
 Writes bench/out/lsp_wide.json.
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import sys
 import tempfile
 import time
@@ -58,15 +61,25 @@ def main() -> None:
                 s = time.perf_counter()
                 client.command("labls.run.list", {"limit": 5})
                 latencies.append(time.perf_counter() - s)
-            asked_whole = time.monotonic()  # (the server's clock too: one system-wide clock)
+            gets: list[float] = []  # pages of the run's metrics, first and anywhere
+            for offset in [0] * 20 + [random.randrange(args.keys) for _ in range(80)]:
+                s = time.perf_counter()
+                client.command("labls.run.get", {"runId": run_id, "metricsOffset": offset})
+                gets.append(time.perf_counter() - s)
             s = time.perf_counter()
-            whole = client.command("labls.run.get", {"runId": run_id})
+            whole, offset = 0, 0  # the whole set, page by page
+            while offset is not None:
+                page = client.command("labls.run.get", {"runId": run_id,
+                                                        "metricsOffset": offset})
+                whole += len(page["metrics"])
+                offset = page["metricsNext"]
             get_sec = time.perf_counter() - s
+            measured_to = time.monotonic()  # (the server's clock too: one system-wide clock)
         lag = json.loads(lag_file.read_text())
         lag_file.unlink()
-        # the window measured: up to the request for the whole record (which is big on purpose)
-        lags = [late for at, late in lag["lags"] if at < asked_whole]
-        worst = sorted((late, at) for at, late in lag["lags"] if at < asked_whole)[-10:]
+        # the window measured: from the start to the last page of the whole set
+        lags = [late for at, late in lag["lags"] if at < measured_to]
+        worst = sorted((late, at) for at, late in lag["lags"] if at < measured_to)[-10:]
     result = {"keys": args.keys, "requests": len(latencies),
               "run_list_p50_ms": percentile(latencies, 0.5) * 1e3,
               "run_list_p99_ms": percentile(latencies, 0.99) * 1e3,
@@ -79,7 +92,10 @@ def main() -> None:
                                    "sec_from_run_finished": round(at - finished_at, 2)}
                                   for late, at in reversed(worst)],
               "run_finished_bytes": len(json.dumps(note)),
-              "run_get_whole_sec": get_sec, "run_get_metrics": len(whole["metrics"])}
+              "run_get_page_p50_ms": percentile(gets, 0.5) * 1e3,
+              "run_get_page_p99_ms": percentile(gets, 0.99) * 1e3,
+              "run_get_page_max_ms": max(gets) * 1e3,
+              "run_get_all_pages_sec": get_sec, "run_get_metrics": whole}
     write_results("lsp_wide", result)
 
 

@@ -127,6 +127,8 @@ class RunIdParams:
 class RunGetParams:
     run_id: str
     fields: list[str] | None = None  # the record's fields to answer (camelCase); all if None
+    metrics_offset: int = 0  # the page of the metrics to answer: from this one (in order printed)
+    metrics_limit: int | None = None  # this many (at most, and by default, PAGE_METRICS)
 
 
 @dataclass

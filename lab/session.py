@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from labls.sandbox import datasets
 from labls.sandbox.config import Config
 from labls.sandbox.engine import Engine, RunInputError, RunListener, RunRequest
-from labls.sandbox.records import STATES, RunRecord
+from labls.sandbox.records import PAGE_METRICS, STATES, WIRE_FIELDS, RunRecord
 from labls.sandbox.wire import to_wire
 
 from . import params as p
@@ -78,20 +79,32 @@ class LabSession:
         except RunInputError as exc:
             raise LabError(f"{command}: {exc}") from None
 
-    def record(self, run_id: str, command: str, field: str = "runId") -> RunRecord:
-        record = self.engine.get(run_id)
+    def record(self, run_id: str, command: str, field: str = "runId",
+               page: tuple[int, int] | None = None) -> RunRecord:
+        """The run's record (with `page`, only that page of its metrics), or -32602."""
+        record = self.engine.get(run_id, page)
         if record is None:
             raise p.invalid(command, field, f"names no run: {run_id!r}")
         return record
 
     def get(self, prm: p.RunGetParams, command: str) -> dict[str, Any]:
-        wire = self.record(prm.run_id, command).to_wire()
+        """The record with a page of its metrics (all of them up to `PAGE_METRICS`); with
+        `fields`, only those. A page is read from the parts of the stored record that hold it."""
+        limit = PAGE_METRICS if prm.metrics_limit is None else prm.metrics_limit
+        if not 0 <= limit <= PAGE_METRICS:
+            raise p.invalid(command, "metricsLimit", f"must be 0 to {PAGE_METRICS}, got {limit}")
+        if prm.metrics_offset < 0:
+            raise p.invalid(command, "metricsOffset", f"must be >= 0, got {prm.metrics_offset}")
+        if prm.fields is not None:
+            unknown = sorted(set(prm.fields) - set(WIRE_FIELDS))
+            if unknown:
+                raise p.invalid(command, "fields", f"names no field of a run record: "
+                                f"{', '.join(unknown)} (fields: {', '.join(WIRE_FIELDS)})")
+            if not {"metrics", "metricSources"} & set(prm.fields):
+                limit = 0  # no metrics asked for: none decoded
+        wire = self.record(prm.run_id, command, page=(prm.metrics_offset, limit)).to_wire()
         if prm.fields is None:
             return wire
-        unknown = sorted(set(prm.fields) - set(wire))
-        if unknown:
-            raise p.invalid(command, "fields", f"names no field of a run record: "
-                            f"{', '.join(unknown)} (fields: {', '.join(wire)})")
         return {k: wire[k] for k in ("runId", *prm.fields)}
 
     def wait(self, run_id: str, command: str, timeout: float | None = None) -> RunRecord:
@@ -195,7 +208,9 @@ class LabSession:
                 return {"ok": False, **to_wire(StepResult("crash", str(exc)))}
             except RunInputError as exc:  # the baseline's run, asked as the step asks
                 raise LabError(f"{command}: {exc}") from None
-        return {"ok": True, **to_wire(result)}
+        paged = replace(result, run=result.run and result.run.page(),
+                        baseline=result.baseline and result.baseline.page())
+        return {"ok": True, **to_wire(paged)}  # (records with a page of their metrics)
 
     def judged_script(self, script: str | None, command: str) -> None:
         """What a step runs is what it is judged by: the user's `loop.script`, never a script

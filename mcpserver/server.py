@@ -31,7 +31,7 @@ from labls.lab.errors import LabError
 from labls.lab.session import LabSession
 from labls.sandbox import config as config_model
 from labls.sandbox.engine import RunListener
-from labls.sandbox.records import RunRecord
+from labls.sandbox.records import PAGE_METRICS, RunRecord
 
 log = logging.getLogger("labls.mcp")
 
@@ -133,7 +133,7 @@ TOOLS = [
          "picks some.", lambda lab, prm: lab.session.get(prm, "labls.run.get")),
     Tool("run_cancel", "labls.run.cancel", p.RunIdParams,
          "Cancel a run (its whole process tree); its record.",
-         lambda lab, prm: lab.session.cancel(prm.run_id, "labls.run.cancel").to_wire()),
+         lambda lab, prm: lab.session.cancel(prm.run_id, "labls.run.cancel").page().to_wire()),
     Tool("run_list", "labls.run.list", p.RunListParams,
          "Recent runs, most recent first (each with a bounded summary of its metrics).",
          lambda lab, prm: {"runs": [r.to_wire() for r in
@@ -195,7 +195,7 @@ async def _wait(lab: Lab, prm: RunWaitParams, ctx: ServerRequestContext[Any]) ->
         watching.remove(queue)
         if not watching:
             del lab.progress.watchers[prm.run_id]
-    return record.to_wire()
+    return record.page().to_wire()
 
 
 def build(lab: Lab) -> Server[Any]:
@@ -257,7 +257,8 @@ def build(lab: Lab) -> Server[Any]:
         if not uri.startswith("labls://runs/") or len(parts) != 2 or parts[1] not in (
                 "log", "record"):
             raise ValueError(f"no such resource: {uri} (labls://runs/<runId>/log or /record)")
-        record = await anyio.to_thread.run_sync(lab.session.record, parts[0], "resources/read")
+        record = await anyio.to_thread.run_sync(lab.session.record, parts[0], "resources/read",
+                                                "runId", (0, PAGE_METRICS))
         if parts[1] == "record":
             text, mime = json.dumps(record.to_wire()), "application/json"
         else:

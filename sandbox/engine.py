@@ -138,13 +138,14 @@ class Engine:
         run.thread.start()
         return record
 
-    def get(self, run_id: str) -> RunRecord | None:
+    def get(self, run_id: str, page: tuple[int, int] | None = None) -> RunRecord | None:
+        """The run's record; with `page` (`(offset, limit)`), only that page of its metrics."""
         with self._lock:
             run = self._active.get(run_id)
-            unsaved = self._unsaved.get(run_id)
-        if run is not None:
-            return run.record
-        return unsaved or self.registry.get(run_id)
+            live = run.record if run is not None else self._unsaved.get(run_id)
+        if live is not None:
+            return live.page(*page) if page else live
+        return self.registry.get(run_id, page)
 
     def active_ids(self) -> list[str]:
         with self._lock:

@@ -48,6 +48,7 @@ FINAL_STATES = frozenset({RunState.SUCCEEDED, RunState.FAILED, RunState.TIMED_OU
 STATES = frozenset(RunState)
 SUMMARY_METRICS = 50  # metrics a summary carries (the judged one, then the first ones printed)
 PART_ENTRIES = 10_000  # a big map is encoded and decoded this many entries at a time
+PAGE_METRICS = 10_000  # a record on the wire carries at most this many metrics (a page)
 
 
 @dataclass
@@ -84,7 +85,8 @@ class RunRecord:
     error: dict[str, Any] | None = None
     traceback: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[dict[str, Any]] = field(default_factory=list)  # inputs labls refused
-    metrics_count: int | None = None  # set in a summary: how many metrics the run has
+    metrics_count: int | None = None  # set in a summary or a page: how many metrics there are
+    metrics_next: int | None = None  # set in a page: the offset of the next page (None: none)
 
     @property
     def final(self) -> bool:
@@ -109,6 +111,12 @@ class RunRecord:
                        metric_sources={k: self.metric_sources.get(k, "") for k in names},
                        structured=structured, metrics_count=len(self.metrics))
 
+    def page(self, offset: int = 0, limit: int = PAGE_METRICS) -> RunRecord:
+        """The record with `limit` of its metrics from `offset` (in the order printed), their
+        sources, and `metrics_count` / `metrics_next` when that is not all of them."""
+        return paged(self, offset, limit, len(self.metrics), dict(itertools.islice(
+            self.metrics.items(), offset, offset + limit)))
+
     def latest_metrics(self, n: int = 4) -> str:
         """The last `n` metrics printed, as `name=value, ...` (progress lines): read from the
         end of the map, never a copy of all of it (10^6 keys: a list of 10^6 tuples a second)."""
@@ -119,6 +127,22 @@ class RunRecord:
     def from_wire(cls, data: dict[str, Any]) -> RunRecord:
         names = {camel_case(f): f for f in cls.__dataclass_fields__}
         return cls(**{names[k]: v for k, v in data.items() if k in names})
+
+
+WIRE_FIELDS = tuple(RunRecord(run_id="", state="", script="").to_wire())  # camelCase, in order
+
+
+def paged(record: RunRecord, offset: int, limit: int, total: int,
+          metrics: dict[str, float], sources: dict[str, str] | None = None) -> RunRecord:
+    """`record` holding the page `metrics` (`limit` of `total` from `offset`), and their
+    sources (`sources`: those of the page, or all the record's when None)."""
+    if offset == 0 and len(metrics) == total:
+        return record if metrics is record.metrics else replace(record, metrics=metrics)
+    known = record.metric_sources if sources is None else sources
+    following = offset + len(metrics)
+    return replace(record, metrics=metrics,
+                   metric_sources={k: known.get(k, "") for k in metrics},
+                   metrics_count=total, metrics_next=following if following < total else None)
 
 
 def split_wire(wire: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[str, str]]]:

@@ -8,6 +8,7 @@ Safe for several threads (one lock) and several processes (WAL, busy timeout).
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sqlite3
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .proctree import process_start
-from .records import SUMMARY_METRICS, RunRecord, join_parts, split_wire
+from .records import PART_ENTRIES, SUMMARY_METRICS, RunRecord, join_parts, paged, split_wire
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -59,6 +60,12 @@ CREATE TABLE IF NOT EXISTS provenance (
 
 
 RUNS_ADDED = {"summary": "TEXT"}  # the record with its metrics bounded, for listings
+
+
+def _decode_range(texts: list[tuple[str]], skip: int, limit: int) -> dict[str, Any]:
+    """`limit` entries after the first `skip` of the maps whose JSON texts are `texts`."""
+    entries = (item for text, in texts for item in json.loads(text).items())
+    return dict(itertools.islice(entries, skip, skip + limit))
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -200,7 +207,11 @@ class Registry:
                  json.dumps(prov.get("stamps", [])), json.dumps(prov.get("filesRead", []))),
             )
 
-    def get(self, run_id: str) -> RunRecord | None:
+    def get(self, run_id: str, page: tuple[int, int] | None = None) -> RunRecord | None:
+        """The whole record, or with only a page of its metrics: `(offset, limit)`, read from
+        the parts that hold it (a page of a record of 10^6 metrics decodes 10^4 of them)."""
+        if page is not None:
+            return self._page(run_id, *page)
         with self._read_lock:
             self._reader.execute("BEGIN")  # the record and its parts from one snapshot
             try:
@@ -212,6 +223,38 @@ class Registry:
             finally:
                 self._reader.execute("COMMIT")
         return RunRecord.from_wire(join_parts(json.loads(row[0]), parts)) if row else None
+
+    def _page(self, run_id: str, offset: int, limit: int) -> RunRecord | None:
+        first, last = offset // PART_ENTRIES, (offset + limit - 1) // PART_ENTRIES
+        wanted = max(0, last - first + 1)  # the parts of each map that hold the page
+        query = ("SELECT data FROM record_parts WHERE run_id=? AND field=? ORDER BY idx "
+                 "LIMIT ? OFFSET ?")
+        with self._read_lock:
+            self._reader.execute("BEGIN")  # the record and its parts from one snapshot
+            try:
+                row = self._reader.execute("SELECT record FROM runs WHERE run_id=?",
+                                           (run_id,)).fetchone()
+                if row is None:
+                    return None
+                count = self._reader.execute(
+                    "SELECT COUNT(*) FROM record_parts WHERE run_id=? AND field='metrics'",
+                    (run_id,)).fetchone()[0]
+                metric_parts = self._reader.execute(
+                    query, (run_id, "metrics", wanted, first)).fetchall()
+                source_parts = self._reader.execute(
+                    query, (run_id, "metricSources", wanted, first)).fetchall()
+                last_part = self._reader.execute(
+                    query, (run_id, "metrics", 1, count - 1)).fetchall()
+            finally:
+                self._reader.execute("COMMIT")
+        record = RunRecord.from_wire(json.loads(row[0]))
+        if not count:  # a small record: stored whole
+            return record.page(offset, limit)
+        total = (count - 1) * PART_ENTRIES + len(json.loads(last_part[0][0]))
+        metrics = _decode_range(metric_parts, offset - first * PART_ENTRIES, limit)
+        sources = {k: v for text, in source_parts for k, v in json.loads(text).items()
+                   if k in metrics} if source_parts else None
+        return paged(record, offset, limit, total, metrics, sources)
 
     def summary(self, run_id: str) -> RunRecord | None:
         """One run's summary (its metrics bounded, as listings have it)."""

@@ -63,7 +63,7 @@ async def run_start(ls: LabServer, prm: p.RunStartParams) -> dict[str, Any]:
     runs = ls.require_runs()
     record = await runs.start(prm, current_work_done_token.get())
     if prm.wait:
-        return (await runs.wait(record.run_id)).to_wire()
+        return (await runs.wait(record.run_id)).page().to_wire()
     return {"runId": record.run_id, "state": record.state}
 
 
@@ -73,7 +73,7 @@ async def run_get(ls: LabServer, prm: p.RunGetParams) -> dict[str, Any]:
 
 async def run_cancel(ls: LabServer, prm: p.RunIdParams) -> dict[str, Any]:
     record = await _in_thread(ls.require_session().cancel, prm.run_id, "labls.run.cancel")
-    return record.to_wire()
+    return record.page().to_wire()
 
 
 async def run_show_log(ls: LabServer, prm: p.RunIdParams) -> dict[str, Any]:

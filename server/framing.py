@@ -1,4 +1,5 @@
-"""Bounded framing of the JSON-RPC stream: what pygls's stdio loop reads through.
+"""Bounded framing of the JSON-RPC stream: what pygls's stdio loop reads through, and the
+queue its messages are written through (`QueuedStdout`: the loop never waits on the client).
 
 pygls reads a header line with `readline()` and a body with `read(Content-Length)`. Unbounded,
 a `Content-Length` of 10^12 asks for a terabyte at once (a `MemoryError` ends the loop, and with
@@ -16,7 +17,10 @@ Each problem is reported through `on_problem` (the server shows it to the user) 
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
+from collections import deque
 from collections.abc import Callable
 from typing import BinaryIO
 
@@ -82,3 +86,75 @@ class BoundedStdin:
             if not chunk:
                 self._pending = b""
                 return
+
+
+class QueuedStdout:
+    """The server's stdout, written by a thread of its own, in order.
+
+    pygls writes each message on the event loop and flushes it there, so a message bigger than
+    the pipe's buffer (64 KiB; a page of 10^4 metrics is 460 KB) held the loop until the client
+    had read it all: 100-200 ms for a Python client, for ever for one that stops reading. Here
+    `write` queues the bytes and returns; the loop waits only when `max_queued` bytes are
+    still unread (a client that reads nothing cannot make the server grow without end)."""
+
+    def __init__(self, raw: BinaryIO, max_queued: int = MAX_BODY) -> None:
+        self._raw = raw
+        self._queue: deque[bytes] = deque()
+        self._queued = 0
+        self._max_queued = max_queued
+        self._changed = threading.Condition()
+        self._closing = False
+        self._broken = False
+        self._thread = threading.Thread(target=self._pump, name="labls-stdout", daemon=True)
+        self._thread.start()
+
+    def write(self, data: bytes) -> int:
+        with self._changed:
+            if self._broken:
+                raise BrokenPipeError("the client closed its end of the stream")
+            self._changed.wait_for(lambda: self._queued < self._max_queued or self._broken)
+            self._queue.append(bytes(data))
+            self._queued += len(data)
+            self._changed.notify_all()
+        return len(data)
+
+    def flush(self) -> None:
+        """Nothing: the thread writes and flushes each message (`drain` waits for it)."""
+
+    def drain(self, timeout: float | None = None) -> bool:
+        """Wait until every queued byte is written (or the stream broke); False on timeout."""
+        with self._changed:
+            return self._changed.wait_for(lambda: not self._queued or self._broken, timeout)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """What is queued is written (for up to `timeout`), then the stream closed."""
+        self.drain(timeout)
+        with self._changed:
+            self._closing = True
+            self._changed.notify_all()
+        self._thread.join(timeout)
+        with contextlib.suppress(OSError):
+            self._raw.close()
+
+    def _pump(self) -> None:
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: self._queue or self._closing)
+                if not self._queue:
+                    return
+                data = self._queue[0]
+            try:
+                self._raw.write(data)
+                self._raw.flush()
+            except (OSError, ValueError) as exc:  # the client went away
+                log.warning("the client's end of stdout is gone: %s", exc)
+                with self._changed:
+                    self._broken = True
+                    self._queue.clear()
+                    self._queued = 0
+                    self._changed.notify_all()
+                return
+            with self._changed:
+                self._queue.popleft()
+                self._queued -= len(data)
+                self._changed.notify_all()

@@ -7,7 +7,7 @@ import sys
 
 from . import commands, editor, lifecycle
 from .app import LabServer
-from .framing import BoundedStdin
+from .framing import BoundedStdin, QueuedStdout
 
 
 def build_server() -> LabServer:
@@ -38,8 +38,10 @@ def serve(log_file: str | None = None, verbose: bool = False) -> int:
     sys.setswitchinterval(SWITCH_INTERVAL_SEC)
     server = build_server()
     stdin = BoundedStdin(sys.stdin.buffer, on_problem=server.framing_problem)
+    stdout = QueuedStdout(sys.stdout.buffer)
     try:
-        server.start_io(stdin=stdin)  # type: ignore[arg-type]  # pygls types it BinaryIO
+        server.start_io(stdin=stdin, stdout=stdout)  # type: ignore[arg-type]  # (BinaryIO)
     finally:
         server.stop_all_runs()
+        stdout.close()
     return 0

@@ -330,7 +330,9 @@ async def test_a_run_with_many_metric_keys_is_listed_and_announced_bounded(clien
         print("loss: 0.25")
     """)
     full = await command(client, "labls.run.start", {"script": "wide.py", "wait": True})
-    assert full["state"] == "succeeded" and len(full["metrics"]) == 20001  # wait: everything
+    assert full["state"] == "succeeded"  # wait: the record with its first page of metrics
+    assert len(full["metrics"]) == 10_000 and full["metricsCount"] == 20001
+    assert full["metricsNext"] == 10_000 and "k0" in full["metrics"]
     announced = await client.finished.wait(full["runId"])
     assert len(json.dumps(announced)) < 20_000, len(json.dumps(announced))
     assert announced["metricsCount"] == 20001 and announced["metrics"]["loss"] == 0.25
@@ -338,8 +340,23 @@ async def test_a_run_with_many_metric_keys_is_listed_and_announced_bounded(clien
     listed = next(r for r in (await command(client, "labls.run.list", {"limit": 5}))["runs"]
                   if r["runId"] == full["runId"])
     assert listed["metricsCount"] == 20001 and len(listed["metrics"]) == 51
-    got = await command(client, "labls.run.get", {"runId": full["runId"]})
-    assert len(got["metrics"]) == 20001  # the whole set is one run.get away
+    pages, offset = [], 0
+    while offset is not None:  # the whole set, page by page
+        got = await command(client, "labls.run.get", {"runId": full["runId"],
+                                                     "metricsOffset": offset})
+        pages.append(got)
+        offset = got["metricsNext"]
+    assert [len(page["metrics"]) for page in pages] == [10_000, 10_000, 1]
+    whole = {k: v for page in pages for k, v in page["metrics"].items()}
+    on_disk = json.loads(Path(full["resultsPath"]).read_text())
+    assert list(whole.items()) == list(on_disk["metrics"].items())  # all, in the order printed
+    assert {k: v for page in pages for k, v in page["metricSources"].items()} == on_disk[
+        "metricSources"]
+    across = await command(client, "labls.run.get", {"runId": full["runId"], "metricsOffset":
+                                                    9_998, "metricsLimit": 4})
+    assert list(across["metrics"]) == ["k9998", "k9999", "k10000", "k10001"]
+    with pytest.raises(JsonRpcInvalidParams, match=r"metricsLimit.*0 to 10000"):
+        await command(client, "labls.run.get", {"runId": full["runId"], "metricsLimit": 10**6})
     some = await command(client, "labls.run.get", {"runId": full["runId"],
                                                   "fields": ["state", "metricsSource"]})
     assert some == {"runId": full["runId"], "state": "succeeded", "metricsSource": "stdout"}

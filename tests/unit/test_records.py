@@ -61,6 +61,32 @@ def test_the_registry_keeps_a_big_record_whole(tmp_path) -> None:
         registry.close()
 
 
+def test_a_page_of_a_stored_record_is_that_slice_of_the_whole(tmp_path) -> None:
+    record = wide(3 * PART_ENTRIES + 5)
+    record.metric_sources = {k: f"s{i % 3}" for i, k in enumerate(record.metrics)}
+    names = list(record.metrics)
+    registry = Registry(tmp_path / "labls.db")
+    try:
+        registry.save(record)
+        for offset, limit in [(0, PART_ENTRIES), (PART_ENTRIES - 2, 5), (2 * PART_ENTRIES, 7),
+                              (3 * PART_ENTRIES, PART_ENTRIES), (10**7, 3), (5, 0)]:
+            chosen = names[offset:offset + limit]
+            for page in (registry.get("r1", (offset, limit)), record.page(offset, limit)):
+                assert page is not None and list(page.metrics) == chosen, (offset, limit)
+                assert page.metric_sources == {k: record.metric_sources[k] for k in chosen}
+                assert page.metrics_count == len(names)
+                following = offset + len(chosen)
+                assert page.metrics_next == (following if following < len(names) else None)
+        small = wide(3)
+        small.run_id = "r2"
+        registry.save(small)
+        assert registry.get("r2", (1, 1)).metrics == {"k1": 1.5}
+        assert registry.get("r2", (0, 10)).metrics_next is None
+        assert registry.get("nope", (0, 10)) is None
+    finally:
+        registry.close()
+
+
 def longest_wait(work, *args) -> float:
     """The longest another thread waited for the interpreter while `work(*args)` ran: a thread
     that asks for a 1 ms sleep, over and over, and measures how late it wakes."""
