@@ -38,6 +38,7 @@ from labls.sandbox.records import RunRecord
 from labls.sandbox.wire import to_wire
 
 from . import commits
+from .buffers import OpenBuffers
 from .commits import StepRefused, ensure_ready, git, refuse_a_tracked_state_dir
 from .compare import Comparison, compare
 from .editplan import EditPlan, restore, unified, write_atomically
@@ -86,8 +87,9 @@ def guard_for(workspace: Path, cfg: Config) -> Guard:
 
 class Experiment:
     def __init__(self, engine: Engine, config: Config, wait: Waiter,
-                 ledger: Ledger | None = None) -> None:
+                 ledger: Ledger | None = None, buffers: OpenBuffers | None = None) -> None:
         self.engine = engine
+        self.buffers = buffers  # an editor's open buffers of the files edited (buffers.py)
         self.cfg = config
         self.workspace = engine.workspace
         self.registry = engine.registry
@@ -135,6 +137,11 @@ class Experiment:
             if ignored:
                 refusal = (f"the edit creates {', '.join(ignored)}, which git ignores: a step "
                            "commits what it changes, so it may not create ignored files")
+            unsaved = self.buffers.unsaved(sorted(plan.new)) if plan.ok and self.buffers else []
+            if unsaved and not refusal:
+                refusal = (f"{', '.join(unsaved)} has unsaved changes in the editor: save or "
+                           "revert them first (a step edits, runs and commits the file on disk, "
+                           "and would overwrite them)")
             if refusal:
                 return self._record(StepResult(
                     "crash", refusal, baseline=base.run, failures=[to_wire(f) for f in
@@ -149,8 +156,11 @@ class Experiment:
                             notes=list(base.notes))
         try:
             write_atomically(plan)
+            followed = self._follow(sorted(plan.new))
+            result.notes += followed
             run = self._run(script, timeout_sec, args, f"step: {hypothesis[:200]}")
             result = self._verdict(run, base)
+            result.notes += followed
             if result.verdict == "keep":
                 result.commit = commits.keep(self.workspace, plan, hypothesis,
                                              _metric_lines(result.comparison, run), run.run_id)
@@ -177,6 +187,19 @@ class Experiment:
         if left:
             result.notes.append("changed by someone else while the step ran, so left as they "
                                 f"are (not reverted): {', '.join(left)}")
+        result.notes += self._follow(sorted(set(plan.new) - set(left)))
+
+    def _follow(self, paths: list[str]) -> list[str]:
+        """The editor's open buffers of `paths` shown as the files now are on disk; a note
+        for those it did not take."""
+        if self.buffers is None or not paths:
+            return []
+        try:
+            refused = self.buffers.follow(paths)
+        except Exception as exc:  # the editor is gone or failed: the files on disk are right
+            refused = [f"{', '.join(paths)} ({type(exc).__name__}: {exc})"]
+        return [f"the editor did not take the step's change of its open buffers (the files on "
+                f"disk have it): {', '.join(refused)}"] if refused else []
 
     def recover(self) -> None:
         """Undo a step a killed process left unfinished, with a ledger row saying so."""

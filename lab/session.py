@@ -22,6 +22,7 @@ from labls.sandbox.records import PAGE_METRICS, STATES, WIRE_FIELDS, RunRecord
 from labls.sandbox.wire import to_wire
 
 from . import params as p
+from .buffers import OpenBuffers
 from .compare import Comparison, compare
 from .errors import LabError
 from .ledger import Ledger
@@ -41,6 +42,7 @@ class LabSession:
         self._loops: dict[str, Any] = {}
         self._ledger: Ledger | None = None
         self._ledger_lock = threading.Lock()
+        self.buffers: OpenBuffers | None = None  # a front-end's editor (buffers.py), if any
         if self.engine.registry.interrupted:
             log.info("runs interrupted by an earlier stop: %s", self.engine.registry.interrupted)
 
@@ -229,7 +231,7 @@ class LabSession:
             assert record is not None
             return record
 
-        return Experiment(self.engine, self.config, wait, self.ledger)
+        return Experiment(self.engine, self.config, wait, self.ledger, self.buffers)
 
     def history(self, prm: p.HistoryParams, command: str) -> dict[str, Any]:
         """The experiment ledger, most recent first."""

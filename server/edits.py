@@ -3,7 +3,9 @@ stay right), else atomically on disk."""
 
 from __future__ import annotations
 
+import asyncio
 import difflib
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lsprotocol import types
@@ -80,7 +82,59 @@ async def apply(ls: LabServer, plan: EditPlan, dry_run: bool) -> dict[str, Any]:
             return edit_refused(answer.failure_reason or "the editor did not apply the edit",
                                 via="editor")
         return edit_answer(plan, "editor")
-    import asyncio
-
     await asyncio.to_thread(write_atomically, plan)
     return edit_answer(plan, "disk")
+
+
+class EditorBuffers:
+    """The lab core's `OpenBuffers` (lab/buffers.py) for this server's editor: asked from a
+    step's thread, answered on the server's loop (where the open documents live)."""
+
+    def __init__(self, ls: LabServer, loop: asyncio.AbstractEventLoop,
+                 timeout: float = 30.0) -> None:
+        self.ls = ls
+        self.loop = loop
+        self.timeout = timeout
+
+    def unsaved(self, paths: list[str]) -> list[str]:
+        return asyncio.run_coroutine_threadsafe(self._unsaved(paths), self.loop).result(
+            self.timeout)
+
+    def follow(self, paths: list[str]) -> list[str]:
+        return asyncio.run_coroutine_threadsafe(self._follow(paths), self.loop).result(
+            self.timeout)
+
+    async def _differing(self, paths: list[str]) -> list[tuple[str, str, int, str]]:
+        """(path, buffer text, version, disk text) of each open buffer unlike its file."""
+        buffers = open_buffers(self.ls)
+        out = []
+        for rel in paths:
+            if rel not in buffers:
+                continue
+            disk = await asyncio.to_thread(_disk_text, self.ls.root / rel)
+            text, version = buffers[rel]
+            if disk is not None and disk != text:
+                out.append((rel, text, version, disk))
+        return out
+
+    async def _unsaved(self, paths: list[str]) -> list[str]:
+        return [rel for rel, *_ in await self._differing(paths)]
+
+    async def _follow(self, paths: list[str]) -> list[str]:
+        differing = await self._differing(paths)
+        if not differing or not client_applies_edits(self.ls):
+            return [rel for rel, *_ in differing]
+        edit = types.WorkspaceEdit(document_changes=[types.TextDocumentEdit(
+            text_document=types.OptionalVersionedTextDocumentIdentifier(
+                uri=(self.ls.root / rel).as_uri(), version=version),
+            edits=minimal_edits(text, disk)) for rel, text, version, disk in differing])
+        answer = await self.ls.workspace_apply_edit_async(types.ApplyWorkspaceEditParams(
+            edit=edit, label="labls experiment step"))
+        return [] if answer.applied else [rel for rel, *_ in differing]
+
+
+def _disk_text(path: Path) -> str | None:
+    try:
+        return path.read_bytes().decode("utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None

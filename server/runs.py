@@ -23,6 +23,7 @@ from labls.sandbox.engine import RunListener
 from labls.sandbox.records import RunRecord
 
 from . import diagnostics
+from .edits import EditorBuffers
 
 if TYPE_CHECKING:
     from .app import LabServer
@@ -38,6 +39,7 @@ class RunService(RunListener):
         self.ls = ls
         self.loop = loop
         self.session = LabSession(ls.root, ls.config, self)
+        self.session.buffers = EditorBuffers(ls, loop)  # steps and loops keep buffers right
         self.engine = self.session.engine
         self._waiters: dict[str, list[asyncio.Future[RunRecord]]] = {}
         self._tokens: dict[str, str | int] = {}

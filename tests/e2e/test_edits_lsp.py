@@ -50,6 +50,10 @@ async def client(lsp_client: LanguageClient, ws: Path):
                     return types.ApplyWorkspaceEditResult(
                         applied=False, failure_reason=f"{uri} is at version {version}")
                 buffers[uri] = (apply_text_edits(text, change.edits), version + 1)
+                lsp_client.text_document_did_change(types.DidChangeTextDocumentParams(  # (as
+                    text_document=types.VersionedTextDocumentIdentifier(version + 1, uri),
+                    content_changes=[types.TextDocumentContentChangeWholeDocument(  # editors
+                        text=buffers[uri][0])]))  # tell the server of the change they made)
             else:
                 path = Path(uri.removeprefix("file://"))
                 path.write_text(apply_text_edits(path.read_text(), change.edits))
@@ -202,3 +206,39 @@ async def test_a_buffer_changed_after_planning_is_refused_by_the_editor(client, 
     result = await command(client, "labls.edit.apply", {"format": "searchReplace", "text": text})
     assert result["ok"] is False and result["via"] == "editor" and "version" in result["reason"]
     assert client.buffers[uri][0] == "Y = 1\n# typed meanwhile\n"
+
+
+async def test_a_step_shows_its_edit_in_the_open_buffer_and_its_discard_restores_it(client, ws):
+    subprocess.run(["git", "-C", str(ws), "checkout", "-q", "train.py"], check=True)
+    disk = (ws / "train.py").read_text()
+    uri = edit_buffer(client, ws, "train.py", disk, 1)  # open, nothing unsaved
+    await command(client, "labls.datasets.list")
+    seen: list[str] = []  # the buffer's text after each edit the editor was sent
+    asked = len(client.applied)
+    edit = {"format": "searchReplace", "text": BLOCK.format(path="train.py", old="LR = 0.28",
+                                                            new="LR = 0.9")}
+    result = await command(client, "labls.experiment.step",
+                           {"hypothesis": "a far worse LR", "edit": edit})
+    assert result["ok"] and result["verdict"] == "discard", result
+    for params in client.applied[asked:]:
+        [change] = params.edit.document_changes
+        assert change.text_document.uri == uri and params.label == "labls experiment step"
+        seen.append(apply_text_edits(seen[-1] if seen else disk, change.edits))
+    assert seen == [disk.replace("LR = 0.28", "LR = 0.9"), disk]  # the edit, then its undo
+    assert client.buffers[uri][0] == disk == (ws / "train.py").read_text()
+    assert not any("editor did not take" in n for n in result["notes"]), result["notes"]
+
+
+async def test_a_step_on_a_file_with_unsaved_changes_is_refused_and_they_are_kept(client, ws):
+    disk = (ws / "train.py").read_text()
+    mine = disk + "# typed, not saved\n"
+    uri = edit_buffer(client, ws, "train.py", mine, 7)
+    await command(client, "labls.datasets.list")
+    asked = len(client.applied)
+    edit = {"format": "searchReplace", "text": BLOCK.format(path="train.py", old="LR = 0.28",
+                                                            new="LR = 0.29")}
+    result = await command(client, "labls.experiment.step", {"hypothesis": "x", "edit": edit})
+    assert not result["ok"] or result["verdict"] == "crash", result
+    assert "unsaved changes in the editor" in result["reason"] and "train.py" in result["reason"]
+    assert len(client.applied) == asked and client.buffers[uri][0] == mine  # the editor: as is
+    assert (ws / "train.py").read_text() == disk  # the disk: as is
