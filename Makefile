@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 INSPECTOR := .tools/mcp-inspector/node_modules/.bin/mcp-inspector
 VSCODE := editors/vscode/node_modules/.bin/tsc
-APT_PACKAGES := bubblewrap libseccomp2 git neovim
+APT_PACKAGES := bubblewrap libseccomp2 git neovim emacs-nox elpa-eglot
 
 .PHONY: setup system demo test lint bench clean
 
@@ -35,10 +35,12 @@ system:
 	ldconfig -p 2>/dev/null | grep -q 'libseccomp\.so\.2' || missing="$$missing libseccomp2"; \
 	command -v git >/dev/null || missing="$$missing git"; \
 	command -v nvim >/dev/null || missing="$$missing neovim"; \
+	command -v emacs >/dev/null || missing="$$missing emacs-nox"; \
+	ls /usr/share/emacs/site-lisp/elpa 2>/dev/null | grep -q '^eglot-' || missing="$$missing elpa-eglot"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing:$$missing"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	  else echo "warning: please install:$$missing (runs are refused until the sandbox can start)"; fi; \
 	fi
 

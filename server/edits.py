@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lsprotocol import types
+from pygls.exceptions import JsonRpcException
 
 from labls.lab.editplan import EditPlan, write_atomically
 from labls.lab.session import edit_answer, edit_refused
@@ -76,8 +77,11 @@ async def apply(ls: LabServer, plan: EditPlan, dry_run: bool) -> dict[str, Any]:
     if not plan.ok or dry_run:
         return edit_answer(plan, "dryRun")
     if client_applies_edits(ls):
-        answer = await ls.workspace_apply_edit_async(types.ApplyWorkspaceEditParams(
-            edit=workspace_edit(ls, plan), label="labls edit"))
+        try:
+            answer = await ls.workspace_apply_edit_async(types.ApplyWorkspaceEditParams(
+                edit=workspace_edit(ls, plan), label="labls edit"))
+        except JsonRpcException as exc:  # e.g. eglot's user said no, or could not be asked
+            return edit_refused(f"the editor answered an error: {exc.message}", via="editor")
         if not answer.applied:
             return edit_refused(answer.failure_reason or "the editor did not apply the edit",
                                 via="editor")

@@ -242,3 +242,4 @@ async def test_a_step_on_a_file_with_unsaved_changes_is_refused_and_they_are_kep
     assert "unsaved changes in the editor" in result["reason"] and "train.py" in result["reason"]
     assert len(client.applied) == asked and client.buffers[uri][0] == mine  # the editor: as is
     assert (ws / "train.py").read_text() == disk  # the disk: as is
+
