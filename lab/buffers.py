@@ -5,9 +5,11 @@ files on disk when it discards. An editor holding one of those files open must n
 showing the old text (a save would then undo the step, or mix the two) nor lose what the user
 typed and has not saved. A front-end with an editor gives the session an `OpenBuffers`:
 
-- `unsaved(paths)`: those of `paths` open with text that differs from the file on disk; a step
-  touching one is refused before it edits anything (its edit would be planned, run and committed
-  against the disk, not against what the user sees);
+- `unsaved(planned)`: those of the paths a step will write (`planned`: path → the text it
+  writes) open with text that is neither the file's on disk nor the planned one; a step touching
+  one is refused before it edits anything (its edit would be planned, run and committed against
+  the disk, not against what the user sees). A buffer already showing the planned text (the
+  user's own unsaved edit, run as a step) is no conflict;
 - `follow(paths)`: each open buffer of `paths` is brought to the file's text on disk, through
   the editor (versioned minimal edits: cursor, marks and undo stay); the paths the editor
   refused are returned, and the step notes them.
@@ -21,6 +23,6 @@ from typing import Protocol
 
 
 class OpenBuffers(Protocol):
-    def unsaved(self, paths: list[str]) -> list[str]: ...
+    def unsaved(self, planned: dict[str, str]) -> list[str]: ...
 
     def follow(self, paths: list[str]) -> list[str]: ...

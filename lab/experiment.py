@@ -137,7 +137,9 @@ class Experiment:
             if ignored:
                 refusal = (f"the edit creates {', '.join(ignored)}, which git ignores: a step "
                            "commits what it changes, so it may not create ignored files")
-            unsaved = self.buffers.unsaved(sorted(plan.new)) if plan.ok and self.buffers else []
+            unsaved = self.buffers.unsaved({rel: plan.encoded(rel).decode("utf-8", "replace")
+                                            for rel in sorted(plan.new)}) if (
+                plan.ok and self.buffers) else []
             if unsaved and not refusal:
                 refusal = (f"{', '.join(unsaved)} has unsaved changes in the editor: save or "
                            "revert them first (a step edits, runs and commits the file on disk, "

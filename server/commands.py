@@ -132,7 +132,14 @@ async def edit_apply(ls: LabServer, prm: p.EditApplyParams) -> dict[str, Any]:
 
 
 async def experiment_step(ls: LabServer, prm: p.ExperimentStepParams) -> dict[str, Any]:
-    return await _in_thread(ls.require_session().step, prm, "labls.experiment.step")
+    """The step; its verdict also shown to the user (a step started from a code action has
+    no other place to say how it went)."""
+    result = await _in_thread(ls.require_session().step, prm, "labls.experiment.step")
+    commit = f", committed {result['commit'][:10]}" if result.get("commit") else ""
+    ls.window_show_message(types.ShowMessageParams(
+        type=types.MessageType.Info if result["verdict"] == "keep" else types.MessageType.Warning,
+        message=f"labls step {result['verdict']}: {result['reason']}{commit}"))
+    return result
 
 
 async def loop_start(ls: LabServer, prm: p.LoopStartParams) -> dict[str, Any]:

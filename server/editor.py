@@ -15,6 +15,8 @@ from typing import Any
 
 from lsprotocol import types
 
+from labls.sandbox.records import RunRecord
+
 from .app import LabServer
 
 MAIN_GUARD = re.compile(r"""^if\s+__name__\s*==\s*['"]__main__['"]\s*:""", re.MULTILINE)
@@ -62,6 +64,7 @@ def code_lenses(ls: LabServer, params: types.CodeLensParams) -> list[types.CodeL
         types.CodeLens(range=where, command=types.Command(
             title="▶ Run in labls", command="labls.run.start", arguments=[target])),
         types.CodeLens(range=where, data={"kind": "last", "script": target["script"]}),
+        types.CodeLens(range=where, data={"kind": "compare", "script": target["script"]}),
     ]
 
 
@@ -73,6 +76,8 @@ async def resolve_code_lens(ls: LabServer, lens: types.CodeLens) -> types.CodeLe
     if record is None:
         lens.command = types.Command(title="no labls run yet", command="")
         return lens
+    if data.get("kind") == "compare":
+        return await _compare_lens(ls, lens, record)
     name = ls.config.metric.name
     value = record.metrics.get(name)
     shown = f"{name} = {value:.6g}" if value is not None else f"{name}: none"
@@ -83,7 +88,21 @@ async def resolve_code_lens(ls: LabServer, lens: types.CodeLens) -> types.CodeLe
     return lens
 
 
-def code_actions(ls: LabServer, params: types.CodeActionParams) -> list[types.CodeAction]:
+async def _compare_lens(ls: LabServer, lens: types.CodeLens,
+                        record: RunRecord) -> types.CodeLens:
+    """The last run (its summary: the judged metric first) against its baseline: the delta
+    and the verdict; `labls.run.compare` on a click."""
+    found = await asyncio.to_thread(ls.require_session().compare, record, None)
+    run_id = record.run_id
+    title = (f"vs baseline: {found.delta:+.4g} ({found.verdict})" if found.delta is not None
+             else f"vs baseline: {found.verdict}")
+    lens.command = types.Command(title=title, command="labls.run.compare",
+                                 arguments=[{"runId": run_id}])
+    return lens
+
+
+async def code_actions(ls: LabServer, params: types.CodeActionParams
+                       ) -> list[types.CodeAction]:
     actions: list[types.CodeAction] = []
     seen: set[str] = set()
     for diag in params.context.diagnostics:
@@ -97,6 +116,10 @@ def code_actions(ls: LabServer, params: types.CodeActionParams) -> list[types.Co
             _action("Open the run's log", "labls.run.showLog", arg, [diag]),
             _action("Compare with the baseline", "labls.run.compare", arg, [diag]),
         ]
+        ran = await asyncio.to_thread(_summary, ls, run_id)
+        if ran is not None:
+            actions.append(_action("Re-run", "labls.run.start",
+                                   {"script": ran.script, "args": ran.args}, [diag]))
         if data.get("error"):
             actions.insert(0, _action("Repair with the repair prompt", "labls.prompt.show",
                                       {"template": "repair", "vars": arg}, [diag],
@@ -107,6 +130,11 @@ def code_actions(ls: LabServer, params: types.CodeActionParams) -> list[types.Co
         target = run_target(ls, rel, document.source)
         if target is not None:
             actions.append(_action("Run in labls", "labls.run.start", target))
+        if rel == ls.config.loop.script and await asyncio.to_thread(
+                _differs_from_disk, ls.root / rel, document.source):
+            actions.append(_action("Run as an experiment step…", "labls.experiment.step", {
+                "hypothesis": f"the edit of {rel} made in the editor",
+                "edit": {"format": "whole", "path": rel, "text": document.source}}))
         if ls.runs is not None:
             for run_id in ls.runs.engine.active_ids():
                 live = ls.runs.engine.get(run_id)
@@ -114,6 +142,17 @@ def code_actions(ls: LabServer, params: types.CodeActionParams) -> list[types.Co
                     actions.append(_action(f"Cancel run {run_id}", "labls.run.cancel",
                                            {"runId": run_id}))
     return actions
+
+
+def _summary(ls: LabServer, run_id: str) -> RunRecord | None:
+    return ls.runs.engine.get(run_id, (0, 0)) if ls.runs is not None else None
+
+
+def _differs_from_disk(path: Path, text: str) -> bool:
+    try:
+        return path.read_bytes().decode("utf-8") != text
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def _action(title: str, command: str, arg: dict[str, Any],

@@ -100,8 +100,8 @@ class EditorBuffers:
         self.loop = loop
         self.timeout = timeout
 
-    def unsaved(self, paths: list[str]) -> list[str]:
-        return asyncio.run_coroutine_threadsafe(self._unsaved(paths), self.loop).result(
+    def unsaved(self, planned: dict[str, str]) -> list[str]:
+        return asyncio.run_coroutine_threadsafe(self._unsaved(planned), self.loop).result(
             self.timeout)
 
     def follow(self, paths: list[str]) -> list[str]:
@@ -121,8 +121,9 @@ class EditorBuffers:
                 out.append((rel, text, version, disk))
         return out
 
-    async def _unsaved(self, paths: list[str]) -> list[str]:
-        return [rel for rel, *_ in await self._differing(paths)]
+    async def _unsaved(self, planned: dict[str, str]) -> list[str]:
+        return [rel for rel, text, _, _ in await self._differing(list(planned))
+                if text != planned[rel]]
 
     async def _follow(self, paths: list[str]) -> list[str]:
         differing = await self._differing(paths)

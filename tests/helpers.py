@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import sys
 from pathlib import Path
 from typing import Any
@@ -93,3 +94,14 @@ def apply_text_edits(text: str, edits: Any) -> str:
                        reverse=True):
         text = text[:offset(edit.range.start)] + edit.new_text + text[offset(edit.range.end):]
     return text
+
+
+def carried(action: Any) -> types.Command:
+    """The command a code action carries. lsprotocol's client side reads any result with a
+    `command` key as a Command, and a CodeAction's nested command then arrives as its str():
+    it is read back here (the server sends CodeActions; editors parse them as such)."""
+    if isinstance(action, types.Command) and action.command.startswith("{"):
+        nested = ast.literal_eval(action.command)
+        return types.Command(nested["title"], nested["command"],
+                             arguments=nested.get("arguments"))
+    return action if isinstance(action, types.Command) else action.command

@@ -5,7 +5,6 @@ client without work-done progress, and a run cancelled from its progress."""
 
 from __future__ import annotations
 
-import ast
 import asyncio
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams
 from pytest_lsp import ClientServerConfig, LanguageClient
 
-from tests.helpers import SERVER_COMMAND, command, start_session, trust
+from tests.helpers import SERVER_COMMAND, carried, command, start_session, trust
 from tools.rpc_client import LspClient, RpcError
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -118,6 +117,16 @@ async def test_a_runnable_script_has_a_run_lens_and_its_last_run_after(client, w
     assert after.command.command == "labls.run.showLog"
     shown = await command(client, "labls.run.showLog", after.command.arguments[0])
     assert shown["shown"] is True and client.shown_documents[-1].uri.endswith("/log.txt")
+    versus = await client.code_lens_resolve_async((await lenses(client, uri))[2])
+    assert versus.command.command == "labls.run.compare"  # its first run: nothing to beat
+    assert versus.command.title == "vs baseline: indeterminate", versus.command
+    refreshed = client.refreshes.count
+    again = await command(client, found[0].command.command, found[0].command.arguments[0])
+    await wait_for(lambda: client.refreshes.count > refreshed)  # the second run ended
+    versus = await client.code_lens_resolve_async((await lenses(client, uri))[2])
+    assert versus.command.title == "vs baseline: +0 (noChange)", versus.command
+    compared = await command(client, "labls.run.compare", versus.command.arguments[0])
+    assert compared["verdict"] == "noChange" and compared["runId"] == again["runId"]
 
 
 async def test_test_files_run_as_pytest_modules(client, ws):
@@ -141,17 +150,6 @@ async def test_an_imported_modules_error_is_on_the_scripts_calling_line_too(clie
     assert [d.range.start.line for d in on_helper if d.code == "exception"] == [2]
 
 
-def carried(action: Any) -> types.Command:
-    """The command a code action carries. lsprotocol's client side reads any result with a
-    `command` key as a Command, and a CodeAction's nested command then arrives as its str():
-    it is read back here (the server sends CodeActions; editors parse them as such)."""
-    if isinstance(action, types.Command) and action.command.startswith("{"):
-        nested = ast.literal_eval(action.command)
-        return types.Command(nested["title"], nested["command"],
-                             arguments=nested.get("arguments"))
-    return action if isinstance(action, types.Command) else action.command
-
-
 async def test_code_actions_on_a_failed_runs_diagnostic(client, ws):
     uri = (ws / "train.py").as_uri()
     diag = next(d for d in client.diagnostics[uri] if d.code == "exception")
@@ -163,6 +161,9 @@ async def test_code_actions_on_a_failed_runs_diagnostic(client, ws):
     assert titles[:3] == ["Repair with the repair prompt", "Open the run's log",
                           "Compare with the baseline"]
     assert "Run in labls" in titles
+    rerun = carried(actions[titles.index("Re-run")])
+    assert rerun.command == "labls.run.start" and rerun.arguments == [
+        {"script": "train.py", "args": []}]
     repair = carried(actions[0])
     shown = await command(client, repair.command, repair.arguments[0])
     text = Path(shown["path"]).read_text()

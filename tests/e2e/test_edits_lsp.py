@@ -12,7 +12,7 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams
 from pytest_lsp import ClientServerConfig, LanguageClient
 
-from tests.helpers import SERVER_COMMAND, apply_text_edits, command, start_session, trust
+from tests.helpers import SERVER_COMMAND, apply_text_edits, carried, command, start_session, trust
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 BLOCK = "{path}\n<<<<<<< SEARCH\n{old}\n=======\n{new}\n>>>>>>> REPLACE\n"
@@ -243,3 +243,41 @@ async def test_a_step_on_a_file_with_unsaved_changes_is_refused_and_they_are_kep
     assert len(client.applied) == asked and client.buffers[uri][0] == mine  # the editor: as is
     assert (ws / "train.py").read_text() == disk  # the disk: as is
 
+
+
+async def test_the_users_unsaved_edit_runs_as_an_experiment_step_from_a_code_action(client, ws):
+    disk = (ws / "train.py").read_text()
+    mine = disk.replace("LR = 0.28", "LR = 0.3")  # typed in the editor, not saved
+    uri = edit_buffer(client, ws, "train.py", mine, 9)
+    await command(client, "labls.datasets.list")
+    actions = await client.text_document_code_action_async(types.CodeActionParams(
+        text_document=types.TextDocumentIdentifier(uri),
+        range=types.Range(types.Position(0, 0), types.Position(0, 0)),
+        context=types.CodeActionContext(diagnostics=[])))
+    step = next(carried(a) for a in actions if a.title == "Run as an experiment step…")
+    assert step.command == "labls.experiment.step"
+    assert step.arguments[0]["edit"] == {"format": "whole", "path": "train.py", "text": mine}
+    asked = len(client.applied)
+    result = await command(client, step.command, step.arguments[0])
+    assert result["ok"] and result["verdict"] == "keep", result  # loss 1.02 -> 1.0
+    assert (ws / "train.py").read_text() == mine and client.buffers[uri][0] == mine
+    assert len(client.applied) == asked  # the buffer showed the step's text already
+    shown = await wait_shown(client, "labls step keep")
+    assert "committed" in shown.message
+    head = subprocess.run(["git", "-C", str(ws), "show", "HEAD:train.py"], capture_output=True,
+                          text=True).stdout
+    assert head == mine
+    saved = await client.text_document_code_action_async(types.CodeActionParams(
+        text_document=types.TextDocumentIdentifier(uri),
+        range=types.Range(types.Position(0, 0), types.Position(0, 0)),
+        context=types.CodeActionContext(diagnostics=[])))
+    assert "Run as an experiment step…" not in [a.title for a in saved]  # nothing unsaved
+
+
+async def wait_shown(client: LanguageClient, text: str) -> types.ShowMessageParams:
+    async with asyncio.timeout(30):
+        while True:
+            found = [m for m in client.messages if text in m.message]
+            if found:
+                return found[-1]
+            await asyncio.sleep(0.05)
