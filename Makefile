@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 INSPECTOR := .tools/mcp-inspector/node_modules/.bin/mcp-inspector
 VSCODE := editors/vscode/node_modules/.bin/tsc
-APT_PACKAGES := bubblewrap libseccomp2 git neovim emacs-nox elpa-eglot
+APT_PACKAGES := bubblewrap libseccomp2 git neovim emacs-nox elpa-eglot elpa-lsp-mode
 
 .PHONY: setup system demo test lint bench clean
 
@@ -37,6 +37,7 @@ system:
 	command -v nvim >/dev/null || missing="$$missing neovim"; \
 	command -v emacs >/dev/null || missing="$$missing emacs-nox"; \
 	ls /usr/share/emacs/site-lisp/elpa 2>/dev/null | grep -q '^eglot-' || missing="$$missing elpa-eglot"; \
+	ls /usr/share/emacs/site-lisp/elpa 2>/dev/null | grep -q '^lsp-mode-' || missing="$$missing elpa-lsp-mode"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing:$$missing"; \

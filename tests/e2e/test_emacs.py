@@ -2,7 +2,8 @@
 snippet says. It reads a failed run's diagnostic through flymake, lists the code actions on it,
 sees the run's progress as log lines (eglot has no work-done progress), edits a buffer that
 holds an unsaved change, and sends an edit that eglot answers with an error. (eglot 1.9 has
-no code lenses: that part is Neovim's and VS Code's.)"""
+no code lenses: that part is Neovim's and VS Code's.) And lsp-mode 8.0 running labls as an
+add-on client beside the buffer's main Python server, as README.md's other snippet says."""
 
 from __future__ import annotations
 
@@ -48,3 +49,33 @@ def test_eglot_shows_the_diagnostic_its_actions_progress_and_keeps_unsaved_work(
     assert seen["unasked-ok"] is False and "the editor answered an error" in seen[
         "unasked-reason"], seen
     assert seen["buffer-after"] == seen["buffer"]
+
+
+LSP_MODE = Path(__file__).with_name("emacs_lsp_mode.el")
+BARE_SERVER = Path(__file__).resolve().parents[2] / "bench" / "bare_pygls_server.py"
+
+
+def lsp_mode_installed() -> bool:
+    return any(Path("/usr/share/emacs/site-lisp/elpa").glob("lsp-mode-*"))
+
+
+@pytest.mark.skipif(not lsp_mode_installed(), reason="lsp-mode is not installed "
+                    "(make setup installs elpa-lsp-mode)")
+def test_lsp_mode_runs_labls_beside_the_python_server(tmp_path):
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "bad.py").write_text("def main():\n    raise ValueError('boom')\n\n\nmain()\n")
+    subprocess.run(["git", "init", "-q", str(ws)], check=True)
+    env = {**os.environ, "LABLS_WS": str(ws), "LABLS_OUT": str(tmp_path / "out.json"),
+           "LABLS_PYTHON": sys.executable, "LABLS_MAIN": str(BARE_SERVER),
+           "HOME": str(tmp_path / "home")}
+    assert EMACS is not None
+    done = subprocess.run([EMACS, "--batch", "-q", "-l", str(LSP_MODE)], cwd=ws, env=env,
+                          capture_output=True, stdin=subprocess.DEVNULL, timeout=240)
+    assert (tmp_path / "out.json").exists(), done.stderr.decode(errors="replace")[-3000:]
+    seen = json.loads((tmp_path / "out.json").read_text())
+    assert "error" not in seen, (seen, done.stderr.decode(errors="replace")[-3000:])
+    assert sorted(seen["servers"]) == ["labls", "main-python"]  # both serve the buffer
+    assert seen["state"] == "failed"
+    assert any("ValueError: boom" in text for text in seen["diagnostics"]), seen
+    assert sorted(seen["still-both"]) == ["labls", "main-python"]
