@@ -80,6 +80,8 @@ def main() -> None:
         # the window measured: from the start to the last page of the whole set
         lags = [late for at, late in lag["lags"] if at < measured_to]
         worst = sorted((late, at) for at, late in lag["lags"] if at < measured_to)[-10:]
+        stalls = [s for s in lag["stalls"] if s["at"] < measured_to]
+        collections = [c for c in lag["gc"] if c[0] < measured_to]
     result = {"keys": args.keys, "requests": len(latencies),
               "run_list_p50_ms": percentile(latencies, 0.5) * 1e3,
               "run_list_p99_ms": percentile(latencies, 0.99) * 1e3,
@@ -91,6 +93,11 @@ def main() -> None:
                                    "sec_from_run_start": round(at - t0, 2),
                                    "sec_from_run_finished": round(at - finished_at, 2)}
                                   for late, at in reversed(worst)],
+              "gc_over_10ms": [{"generation": g, "ms": round(took * 1e3, 1),
+                                "sec_from_run_start": round(at - t0, 2)}
+                               for at, g, took in collections],
+              "stalls": [{**s, "at": round(s["at"] - t0, 2),
+                          "since_tick": round(s["since_tick"] * 1e3, 1)} for s in stalls],
               "run_finished_bytes": len(json.dumps(note)),
               "run_get_page_p50_ms": percentile(gets, 0.5) * 1e3,
               "run_get_page_p99_ms": percentile(gets, 0.99) * 1e3,

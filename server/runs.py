@@ -174,8 +174,9 @@ class RunService(RunListener):
             message = f"{record.run_id}: {record.state}" + (
                 f" ({record.error['kind']}: {record.error['message'][:200]})"
                 if record.error else "")
-            self.ls.work_done_progress.end(self._tokens.pop(record.run_id),
-                                           types.WorkDoneProgressEnd(message=message))
+            token = self._tokens.pop(record.run_id)
+            self.ls.work_done_progress.end(token, types.WorkDoneProgressEnd(message=message))
+            self.ls.work_done_progress.tokens.pop(token, None)  # (pygls keeps every token)
             self._begun.discard(record.run_id)
         if self._logged.pop(record.run_id, None) is not None:
             self._log(f"labls run {record.run_id}: {record.state}" + (

@@ -115,7 +115,8 @@ async def test_exception_diagnostic_with_related_frames(client, ws):
 async def test_positions_are_utf16_with_tabs_and_non_ascii(client, ws):
     source = 'print("loss: 1")\nif True:\n\tname = "héllo 😀 wörld"; raise ValueError(name)\n'
     (ws / "unicode.py").write_text(source)
-    await command(client, "labls.run.start", {"script": "unicode.py", "wait": True})
+    run = await command(client, "labls.run.start", {"script": "unicode.py", "wait": True})
+    assert "héllo 😀 wörld" in run["error"]["message"]  # (answers are encoded off the loop)
     d = diags(client, ws, "unicode.py")["exception"]
     line = source.splitlines()[2]
     assert d.range.start.line == 2 and d.range.start.character == 1  # after the tab
