@@ -6,7 +6,7 @@ answer timed (p50, p99, max): what a client waits. Then `labls.run.get` of pages
 metrics (the first and random ones), and of all of them page by page. How long the server's
 own event loop was blocked is measured inside it (`lagged_serve.py`: the lateness of a timer
 due every 5 ms).
-Also the size of the `runFinished` notification and the total bytes the server wrote.
+Also the size of the `runFinished` notification and the server's resident memory at the end.
 Writes bench/out/lsp_wide.json.
 
     .venv/bin/python bench/bench_lsp_wide.py [--keys 1000000]
@@ -27,6 +27,11 @@ from bench_wide import SCRIPT  # the same run of N keys
 from common import percentile, write_results
 
 from tools.rpc_client import LspClient
+
+
+def resident_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(ln for ln in status.splitlines() if ln.startswith("VmRSS:")).split()[1]) / 1024
 
 
 def main() -> None:
@@ -75,6 +80,7 @@ def main() -> None:
                 offset = page["metricsNext"]
             get_sec = time.perf_counter() - s
             measured_to = time.monotonic()  # (the server's clock too: one system-wide clock)
+            rss_mb = resident_mb(client.proc.pid)  # after ~3,700 answers, 201 of them pages
         lag = json.loads(lag_file.read_text())
         lag_file.unlink()
         # the window measured: from the start to the last page of the whole set
@@ -102,7 +108,8 @@ def main() -> None:
               "run_get_page_p50_ms": percentile(gets, 0.5) * 1e3,
               "run_get_page_p99_ms": percentile(gets, 0.99) * 1e3,
               "run_get_page_max_ms": max(gets) * 1e3,
-              "run_get_all_pages_sec": get_sec, "run_get_metrics": whole}
+              "run_get_all_pages_sec": get_sec, "run_get_metrics": whole,
+              "server_rss_mb_at_end": rss_mb}
     write_results("lsp_wide", result)
 
 
