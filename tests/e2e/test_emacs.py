@@ -22,20 +22,27 @@ pytestmark = pytest.mark.skipif(
     EMACS is None, reason="Emacs is not installed (make setup installs emacs-nox elpa-eglot)")
 
 
+def in_batch(driver: Path, ws: Path, tmp_path: Path, **extra_env: str) -> dict:
+    """Emacs in batch mode loading `driver` in `ws`: what the driver saw (its out.json)."""
+    env = {**os.environ, "LABLS_WS": str(ws), "LABLS_OUT": str(tmp_path / "out.json"),
+           "LABLS_PYTHON": sys.executable, "HOME": str(tmp_path / "home"), **extra_env}
+    assert EMACS is not None
+    done = subprocess.run([EMACS, "--batch", "-q", "-l", str(driver)], cwd=ws, env=env,
+                          capture_output=True, stdin=subprocess.DEVNULL, timeout=240)
+    stderr = done.stderr.decode(errors="replace")[-3000:]
+    assert (tmp_path / "out.json").exists(), stderr
+    seen = json.loads((tmp_path / "out.json").read_text())
+    assert "error" not in seen, (seen, stderr)
+    return seen
+
+
 def test_eglot_shows_the_diagnostic_its_actions_progress_and_keeps_unsaved_work(tmp_path):
     ws = tmp_path / "ws"
     ws.mkdir()
     (ws / "bad.py").write_text("def main():\n    raise ValueError('boom')\n\n\nmain()\n")
     (ws / "buffered.py").write_text("A = 1\nB = 2\n")
     subprocess.run(["git", "init", "-q", str(ws)], check=True)  # (eglot's project: the repo)
-    env = {**os.environ, "LABLS_WS": str(ws), "LABLS_OUT": str(tmp_path / "out.json"),
-           "LABLS_PYTHON": sys.executable, "HOME": str(tmp_path / "home")}
-    assert EMACS is not None
-    done = subprocess.run([EMACS, "--batch", "-q", "-l", str(DRIVER)], cwd=ws, env=env,
-                          capture_output=True, stdin=subprocess.DEVNULL, timeout=240)
-    assert (tmp_path / "out.json").exists(), done.stderr.decode(errors="replace")[-3000:]
-    seen = json.loads((tmp_path / "out.json").read_text())
-    assert "error" not in seen, (seen, done.stderr.decode(errors="replace")[-3000:])
+    seen = in_batch(DRIVER, ws, tmp_path)
     assert seen["connected"] and seen["state"] == "failed"
     lines = {d["line"]: d["text"] for d in seen["diagnostics"]}
     assert "ValueError" in lines.get(2, ""), seen["diagnostics"]  # the raising line
@@ -66,15 +73,7 @@ def test_lsp_mode_runs_labls_beside_the_python_server(tmp_path):
     ws.mkdir()
     (ws / "bad.py").write_text("def main():\n    raise ValueError('boom')\n\n\nmain()\n")
     subprocess.run(["git", "init", "-q", str(ws)], check=True)
-    env = {**os.environ, "LABLS_WS": str(ws), "LABLS_OUT": str(tmp_path / "out.json"),
-           "LABLS_PYTHON": sys.executable, "LABLS_MAIN": str(BARE_SERVER),
-           "HOME": str(tmp_path / "home")}
-    assert EMACS is not None
-    done = subprocess.run([EMACS, "--batch", "-q", "-l", str(LSP_MODE)], cwd=ws, env=env,
-                          capture_output=True, stdin=subprocess.DEVNULL, timeout=240)
-    assert (tmp_path / "out.json").exists(), done.stderr.decode(errors="replace")[-3000:]
-    seen = json.loads((tmp_path / "out.json").read_text())
-    assert "error" not in seen, (seen, done.stderr.decode(errors="replace")[-3000:])
+    seen = in_batch(LSP_MODE, ws, tmp_path, LABLS_MAIN=str(BARE_SERVER))
     assert sorted(seen["servers"]) == ["labls", "main-python"]  # both serve the buffer
     assert seen["state"] == "failed"
     assert any("ValueError: boom" in text for text in seen["diagnostics"]), seen
