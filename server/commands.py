@@ -45,12 +45,6 @@ def _in_thread(fn: Callable[..., Any], *args: Any) -> Awaitable[Any]:
     return asyncio.to_thread(fn, *args)
 
 
-def _answer_in_thread(fn: Callable[..., Any], *args: Any) -> Awaitable[Encoded]:
-    """`fn(*args)` in a worker thread, its answer encoded to JSON there too (a record's page
-    of 10^4 metrics would otherwise be encoded on the loop)."""
-    return asyncio.to_thread(lambda: Encoded(fn(*args)))
-
-
 async def datasets_list(ls: LabServer, prm: p.Empty) -> dict[str, Any]:
     from labls.lab.session import datasets_of
 
@@ -65,23 +59,21 @@ async def prompt_render(ls: LabServer, prm: p.PromptRenderParams) -> dict[str, A
                             record_of)
 
 
-async def run_start(ls: LabServer, prm: p.RunStartParams) -> Encoded | dict[str, Any]:
+async def run_start(ls: LabServer, prm: p.RunStartParams) -> dict[str, Any]:
     runs = ls.require_runs()
     record = await runs.start(prm, current_work_done_token.get())
     if prm.wait:
-        final = await runs.wait(record.run_id)
-        return await _answer_in_thread(lambda: final.page().to_wire())
+        return (await runs.wait(record.run_id)).page().to_wire()
     return {"runId": record.run_id, "state": record.state}
 
 
-async def run_get(ls: LabServer, prm: p.RunGetParams) -> Encoded:
-    return await _answer_in_thread(ls.require_session().get, prm, "labls.run.get")
+async def run_get(ls: LabServer, prm: p.RunGetParams) -> dict[str, Any]:
+    return await _in_thread(ls.require_session().get, prm, "labls.run.get")
 
 
-async def run_cancel(ls: LabServer, prm: p.RunIdParams) -> Encoded:
-    session = ls.require_session()
-    return await _answer_in_thread(
-        lambda: session.cancel(prm.run_id, "labls.run.cancel").page().to_wire())
+async def run_cancel(ls: LabServer, prm: p.RunIdParams) -> dict[str, Any]:
+    record = await _in_thread(ls.require_session().cancel, prm.run_id, "labls.run.cancel")
+    return record.page().to_wire()
 
 
 async def run_show_log(ls: LabServer, prm: p.RunIdParams) -> dict[str, Any]:
@@ -117,14 +109,13 @@ async def _show(ls: LabServer, path: Path) -> dict[str, Any]:
     return {"path": str(path), "shown": shown}
 
 
-async def run_list(ls: LabServer, prm: p.RunListParams) -> Encoded:
-    session = ls.require_session()
-    return await _answer_in_thread(lambda: {
-        "runs": [r.to_wire() for r in session.recent(prm, "labls.run.list")]})
+async def run_list(ls: LabServer, prm: p.RunListParams) -> dict[str, Any]:
+    records = await _in_thread(ls.require_session().recent, prm, "labls.run.list")
+    return {"runs": [r.to_wire() for r in records]}
 
 
-async def run_compare(ls: LabServer, prm: p.RunCompareParams) -> Encoded:
-    return await _answer_in_thread(ls.require_session().compare_runs, prm, "labls.run.compare")
+async def run_compare(ls: LabServer, prm: p.RunCompareParams) -> dict[str, Any]:
+    return await _in_thread(ls.require_session().compare_runs, prm, "labls.run.compare")
 
 
 async def edit_apply(ls: LabServer, prm: p.EditApplyParams) -> dict[str, Any]:
@@ -158,16 +149,16 @@ async def loop_start(ls: LabServer, prm: p.LoopStartParams) -> dict[str, Any]:
     return {"loopId": state.loop_id}
 
 
-async def loop_get(ls: LabServer, prm: p.LoopIdParams) -> Encoded:
-    return await _answer_in_thread(ls.require_session().loop_get, prm.loop_id, "labls.loop.get")
+async def loop_get(ls: LabServer, prm: p.LoopIdParams) -> dict[str, Any]:
+    return await _in_thread(ls.require_session().loop_get, prm.loop_id, "labls.loop.get")
 
 
 async def loop_stop(ls: LabServer, prm: p.LoopIdParams) -> dict[str, Any]:
     return await _in_thread(ls.require_session().loop_stop, prm.loop_id, "labls.loop.stop")
 
 
-async def history(ls: LabServer, prm: p.HistoryParams) -> Encoded:
-    return await _answer_in_thread(ls.require_session().history, prm, "labls.history")
+async def history(ls: LabServer, prm: p.HistoryParams) -> dict[str, Any]:
+    return await _in_thread(ls.require_session().history, prm, "labls.history")
 
 
 # command → (its params model in lab/params.py, by name: loaded on first use; its handler)
@@ -192,14 +183,18 @@ COMMANDS: dict[str, tuple[str, Handler]] = {
 
 def _translated(name: str, model: str, handler: Handler) -> Callable[..., Awaitable[Any]]:
     """pygls calls a command with its arguments spread: here they are structured into the
-    command's params model, and the lab core's refusals become -32602."""
+    command's params model, the lab core's refusals become -32602, and the answer is encoded
+    to JSON off the loop."""
 
-    async def command(ls: LabServer, *args: Any) -> Any:
+    async def command(ls: LabServer, *args: Any) -> Encoded:
         try:
             prm = p.structure(_one_object(args, name), getattr(p, model), name)
-            return await handler(ls, prm)
+            answer = await handler(ls, prm)
         except LabError as exc:
             raise JsonRpcInvalidParams(str(exc)) from None
+        # encoded by a worker thread: on the loop (pygls's way), a page of 10^4 metrics
+        # keeps every other request waiting for 60-100 ms
+        return await asyncio.to_thread(Encoded, answer)
 
     command.__name__ = handler.__name__  # (not functools.wraps: pygls reads the signature)
     return command
