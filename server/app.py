@@ -125,6 +125,7 @@ class LabServer(LanguageServer):
         self.runs: RunService | None = None  # built on `initialized`, once the config is known
         self.runs_error: str | None = None  # why they could not be (e.g. the state dir)
         self.main_loop: asyncio.AbstractEventLoop | None = None  # set by `initialize`
+        self._ready: asyncio.Future[None] | None = None  # the runs opened, on `initialized`
 
     @property
     def root(self) -> Path:
@@ -171,13 +172,16 @@ class LabServer(LanguageServer):
                 self._config_stamp):
             self.load_config()
 
-    def on_initialized(self) -> None:
-        from .runs import RunService
-
+    async def on_initialized(self) -> None:
+        """The lab core is imported and its session opened by a worker thread (40-120 ms of
+        imports: on the loop, every message behind them would wait); what needs it meanwhile
+        waits for it (`until_ready`), the rest is served."""
         log.info("labls initialized for %s", self.root)
+        loop = asyncio.get_running_loop()
+        self._ready = loop.create_future()
         try:
-            self.runs = RunService(self, asyncio.get_running_loop())
-            self.runs.session.resume_loops()
+            self.runs = await asyncio.to_thread(self._open_runs, loop)
+            self.runs.session.config = self.config  # (settings the editor sent meanwhile)
             self.runs.watch_soon()
         except Exception as exc:  # an unusable state dir: every command says so, by path
             state = self.config.state_path(self.root)
@@ -185,7 +189,21 @@ class LabServer(LanguageServer):
             log.error("%s", self.runs_error)
             self.window_show_message(types.ShowMessageParams(
                 type=types.MessageType.Error, message=self.runs_error))
+        finally:
+            self._ready.set_result(None)
         threading.Thread(target=_prewarm, name="labls-prewarm", daemon=True).start()
+
+    def _open_runs(self, loop: asyncio.AbstractEventLoop) -> RunService:
+        from .runs import RunService
+
+        runs = RunService(self, loop)
+        runs.session.resume_loops()
+        return runs
+
+    async def until_ready(self) -> None:
+        """Once `initialized` has come, wait until the runs are open (or failed to)."""
+        if self._ready is not None:
+            await asyncio.shield(self._ready)
 
     def require_runs(self) -> RunService:
         if self.runs is None:

@@ -189,6 +189,7 @@ def _translated(name: str, model: str, handler: Handler) -> Callable[..., Awaita
     async def command(ls: LabServer, *args: Any) -> Encoded:
         try:
             prm = p.structure(_one_object(args, name), getattr(p, model), name)
+            await ls.until_ready()
             answer = await handler(ls, prm)
         except LabError as exc:
             raise JsonRpcInvalidParams(str(exc)) from None

@@ -71,6 +71,7 @@ def code_lenses(ls: LabServer, params: types.CodeLensParams) -> list[types.CodeL
 async def resolve_code_lens(ls: LabServer, lens: types.CodeLens) -> types.CodeLens:
     """The lazy lens: the script's last run, with its judged metric, state and age."""
     data = lens.data if isinstance(lens.data, dict) else {}
+    await ls.until_ready()
     session = ls.require_session()
     record = await asyncio.to_thread(session.last_summary_of, str(data.get("script", "")))
     if record is None:
@@ -103,6 +104,7 @@ async def _compare_lens(ls: LabServer, lens: types.CodeLens,
 
 async def code_actions(ls: LabServer, params: types.CodeActionParams
                        ) -> list[types.CodeAction]:
+    await ls.until_ready()  # (a running run's Cancel needs the runs)
     actions: list[types.CodeAction] = []
     seen: set[str] = set()
     for diag in params.context.diagnostics:
@@ -164,6 +166,7 @@ def _action(title: str, command: str, arg: dict[str, Any],
 
 
 async def did_open(ls: LabServer, params: types.DidOpenTextDocumentParams) -> None:
+    await ls.until_ready()
     rel = relative(ls, params.text_document.uri)
     if rel is not None and ls.runs is not None:
         await ls.runs.republish(rel)

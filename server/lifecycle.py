@@ -16,11 +16,11 @@ def register(server: LabServer) -> None:
         ls.remember_init_options(params.initialization_options)
 
     @server.feature(types.INITIALIZED)
-    def initialized(ls: LabServer, params: types.InitializedParams) -> None:
+    async def initialized(ls: LabServer, params: types.InitializedParams) -> None:
         # Config is read here, not in `initialize`: no command can arrive before `initialized`,
         # and keeping `initialize` bare makes the editor's start-up as fast as pygls allows.
         ls.load_config()
-        ls.on_initialized()
+        await ls.on_initialized()
 
     @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
     def did_change_configuration(
@@ -36,6 +36,7 @@ def register(server: LabServer) -> None:
     @server.feature(types.WINDOW_WORK_DONE_PROGRESS_CANCEL)
     async def progress_cancel(ls: LabServer, params: types.WorkDoneProgressCancelParams) -> None:
         """The user cancelled a run's progress in the editor: the run is cancelled."""
+        await ls.until_ready()
         run_id = ls.runs.run_of_token(params.token) if ls.runs is not None else None
         if run_id is not None:
             await asyncio.to_thread(ls.require_session().cancel, run_id, "labls.run.cancel")
