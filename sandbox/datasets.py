@@ -107,10 +107,26 @@ def _status(root: Path, spec: DatasetSpec, readable: bool) -> DatasetStatus:
 
 def dataset_for_path(path: str, cache_root: str, specs: list[DatasetSpec]) -> str | None:
     """The dataset whose folder holds `path`, longest folder first."""
-    root = os.path.normpath(cache_root)
-    p = os.path.normpath(path)
-    for spec in sorted(specs, key=lambda s: -len(s.path)):
-        base = os.path.join(root, spec.path)
-        if p == base or p.startswith(base + os.sep):
-            return spec.name
-    return None
+    return DatasetIndex(cache_root, specs).owner(path)
+
+
+class DatasetIndex:
+    """Which dataset holds a path, for many paths: the answer for a folder is kept, so the
+    files of one folder (ImageNet's 1,300 per class) cost one search of the datasets."""
+
+    def __init__(self, cache_root: str | Path, specs: list[DatasetSpec]) -> None:
+        root = os.path.normpath(cache_root)
+        self._bases = sorted(((os.path.join(root, s.path), s.name) for s in specs),
+                             key=lambda base: -len(base[0]))  # the longest folder first
+        self._exact = {base: name for base, name in reversed(self._bases)}
+        self._folders: dict[str, str | None] = {}
+
+    def owner(self, path: str) -> str | None:
+        p = os.path.normpath(path)
+        if p in self._exact:  # a dataset that is this very path
+            return self._exact[p]
+        folder = os.path.dirname(p)  # any other file: its folder's owner
+        if folder not in self._folders:
+            self._folders[folder] = next((name for base, name in self._bases if folder == base
+                                          or folder.startswith(base + os.sep)), None)
+        return self._folders[folder]

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import gc, isolation, judge, lifeline, limits, proctree, records, syscall_filter
+from . import datasets, gc, isolation, judge, lifeline, limits, proctree, records, syscall_filter
 from .capture import OutputPump
 from .config import Config
 from .gpus import GpuSampler, GpuSlots, Slot, detect_gpus, gpu_device_nodes
@@ -486,8 +486,10 @@ class _Run:
             return
         if spec.dataset_root.is_dir():
             try:
+                index = datasets.DatasetIndex(spec.dataset_root,
+                                              datasets.all_specs(self.cfg.datasets))
                 self.view = DatasetView(spec.dataset_root, self.run_dir, spec.run_uid,
-                                        spec.writable_datasets)
+                                        spec.writable_datasets, owner=index.owner)
                 spec.dataset_source = self.view.mountpoint
             except ObserverUnavailable as exc:
                 self.observer_note = f"the dataset reads could not be watched: {exc}"

@@ -31,6 +31,7 @@ import shutil
 import stat
 import struct
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,13 +80,17 @@ class DatasetReads:
     read_count: int = 0
     read_bytes: int = 0  # the sizes of the files read, all of them (one event per file)
     note: str = ""
+    datasets: list[str] | None = None  # the datasets of all the files read (None: not told)
 
 
 class DatasetView:
     """The overlay a root engine mounts for one run, and the fanotify watch on it."""
 
-    def __init__(self, root: Path, run_dir: Path, run_uid: int, writable: bool) -> None:
+    def __init__(self, root: Path, run_dir: Path, run_uid: int, writable: bool,
+                 owner: Callable[[str], str | None] | None = None) -> None:
         self.root = root
+        self._owner = owner  # a read file's dataset, for every file read (paths are capped)
+        self._datasets: dict[str, None] = {}
         self.mountpoint = run_dir / "datasets"
         self._empty = run_dir / "datasets-empty"
         self._upper = run_dir / "datasets-upper" if writable else None
@@ -183,6 +188,8 @@ class DatasetView:
             self._read_bytes += size
             if len(self._read) < MAX_PATHS:
                 self._read[path] = None
+            if self._owner is not None and (name := self._owner(path)) is not None:
+                self._datasets[name] = None
             return True
 
     def _path_of(self, shown: str, inode: int) -> str | None:
@@ -230,7 +237,8 @@ class DatasetView:
             self._thread.join(timeout=30)
         note = "the event queue overflowed: some reads were not seen" if self._overflow else ""
         return DatasetReads(list(self._opened), list(self._read), self._opened_count,
-                            self._read_count, self._read_bytes, note)
+                            self._read_count, self._read_bytes, note,
+                            list(self._datasets) if self._owner is not None else None)
 
     def merge_writes(self) -> int:
         """Copy what a writable (prepare) run wrote into the real dataset root: regular files

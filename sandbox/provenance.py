@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import untrusted
-from .datasets import CacheScan, DatasetSpec, dataset_for_path
+from .datasets import CacheScan, DatasetIndex, DatasetSpec
 from .wire import named
 
 if TYPE_CHECKING:
@@ -71,7 +71,11 @@ def verdict(stamps: list[str], reads: DatasetReads | None, scan: CacheScan,
     read = reads.read if reads is not None else []
     read_set = set(read)
     opened_unread = [p for p in (reads.opened if reads is not None else []) if p not in read_set]
-    datasets_read = sorted({d for p in read if (d := dataset_for_path(p, scan.cache_root, specs))})
+    if reads is not None and reads.datasets is not None:  # the observer's, of every file read
+        datasets_read = sorted(reads.datasets)
+    else:  # of the paths listed (all of them, up to the observer's cap)
+        index = DatasetIndex(scan.cache_root, specs)
+        datasets_read = sorted({d for p in read if (d := index.owner(p))})
 
     def result(kind: str, reason: str, code: str | None) -> dict[str, Any]:
         return {"verdict": kind, "reason": reason, "code": code, "stamps": stamps,

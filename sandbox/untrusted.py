@@ -102,7 +102,9 @@ def loads(text: str | bytes, max_depth: int = MAX_DEPTH) -> Any:
         value = json.loads(text)
     except RecursionError as exc:
         raise ValueError("JSON nested too deep to parse") from exc
-    if _depth(value) > max_depth:
+    raw = text.encode() if isinstance(text, str) else text
+    # (a document has at most as many levels as it has opening brackets: most need no walk)
+    if raw.count(b"[") + raw.count(b"{") > max_depth and _depth(value) > max_depth:
         raise ValueError(f"JSON nested deeper than {max_depth} levels")
     return value
 

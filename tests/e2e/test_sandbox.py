@@ -293,6 +293,30 @@ def test_reading_two_datasets_while_stamping_one_is_a_mismatch(lab) -> None:
     assert "CIFAR10" in record.provenance["reason"]
 
 
+def test_a_dataset_read_past_the_listed_paths_is_still_a_mismatch(lab, monkeypatch) -> None:
+    """The record lists only the first paths read; the datasets are told from all of them (a
+    run reading 10^5 files of the stamped dataset first cannot hide a second one)."""
+    from labls.sandbox import observe
+    from tests.helpers import make_cache
+
+    monkeypatch.setattr(observe, "MAX_PATHS", 2)
+    make_cache(lab.root, ["CIFAR10"])
+    mnist = sorted(p for p in (lab.root / "MNIST" / "raw").iterdir() if p.is_file())
+    cifar = next(p for p in lab.root.rglob("*") if p.is_file() and "cifar" in str(p).lower())
+    assert len(mnist) > 2
+    record = lab.run(f"""
+        for path in {[str(p) for p in mnist]!r} + [{str(cifar)!r}]:
+            open(path, "rb").read()
+        print("DATASET_USED: MNIST")
+        print("val_bpb: 1.0")
+    """)
+    listed = record.provenance["filesRead"]
+    assert len(listed) == 2 and str(cifar) not in listed  # what the listed paths alone show
+    assert record.provenance["filesReadCount"] == len(mnist) + 1
+    assert record.provenance["verdict"] == "mismatch", record.provenance
+    assert record.provenance["datasetsRead"] == ["CIFAR10", "MNIST"]
+
+
 def test_erasing_the_hook_file_does_not_erase_a_network_attempt(lab) -> None:
     record = lab.run("""
         import os, socket

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from labls.sandbox import datasets
@@ -41,6 +42,31 @@ def test_dataset_for_path_picks_the_owner() -> None:
     assert datasets.dataset_for_path("/c/MNIST/raw/t10k-images-idx3-ubyte", "/c", specs) == "MNIST"
     assert datasets.dataset_for_path("/c/FashionMNIST/raw/x", "/c", specs) == "FashionMNIST"
     assert datasets.dataset_for_path("/c/other/x", "/c", specs) is None
+
+
+def test_the_index_answers_as_a_search_of_every_dataset_would() -> None:
+    """Kept per folder, and still right for nested datasets, a dataset that is one file, a
+    name that only starts like a dataset's folder, and paths that are not normal."""
+    from labls.sandbox.datasets import DatasetSpec
+
+    specs = [DatasetSpec("outer", "data", ()), DatasetSpec("inner", "data/inner", ()),
+             DatasetSpec("single", "data/one.bin", ()), DatasetSpec("MNIST", "MNIST/raw", ())]
+
+    def searched(path: str) -> str | None:  # the plain search: longest folder first
+        p = os.path.normpath(path)
+        for spec in sorted(specs, key=lambda s: -len(s.path)):
+            base = os.path.join("/c", spec.path)
+            if p == base or p.startswith(base + os.sep):
+                return spec.name
+        return None
+
+    paths = ["/c/data/x", "/c/data/inner/y", "/c/data/inner/deep/z", "/c/data/one.bin",
+             "/c/data/one.binx", "/c/data/innerx/y", "/c/data", "/c/data/inner", "/c/MNIST/raw/t",
+             "/c/MNIST/rawish/t", "/c/MNIST/t", "/c//data/./inner/../x", "/c/other/x", "/elsewhere"]
+    index = datasets.DatasetIndex("/c", specs)
+    for _ in range(2):  # the second time from what the first kept
+        assert [index.owner(p) for p in paths] == [searched(p) for p in paths]
+    assert index.owner("/c/data/inner/q") == "inner" and index.owner("/c/data/one.bin") == "single"
 
 
 def test_stage_digits_writes_idx_under_its_own_name(tmp_path: Path) -> None:
