@@ -105,14 +105,10 @@ def _status(root: Path, spec: DatasetSpec, readable: bool) -> DatasetStatus:
     return DatasetStatus(spec.name, not missing, str(base), found, size, missing, example)
 
 
-def dataset_for_path(path: str, cache_root: str, specs: list[DatasetSpec]) -> str | None:
-    """The dataset whose folder holds `path`, longest folder first."""
-    return DatasetIndex(cache_root, specs).owner(path)
-
-
 class DatasetIndex:
-    """Which dataset holds a path, for many paths: the answer for a folder is kept, so the
-    files of one folder (ImageNet's 1,300 per class) cost one search of the datasets."""
+    """Which dataset holds a path (the longest dataset folder holding it), for many paths: the
+    answer for a folder is kept, so the files of one folder (ImageNet's 1,300 per class) cost
+    one search of the datasets."""
 
     def __init__(self, cache_root: str | Path, specs: list[DatasetSpec]) -> None:
         root = os.path.normpath(cache_root)

@@ -37,11 +37,11 @@ def test_empty_files_do_not_count_and_user_datasets_scan(tmp_path: Path) -> None
     assert mine is not None and mine.present and mine.bytes == 4
 
 
-def test_dataset_for_path_picks_the_owner() -> None:
-    specs = datasets.all_specs()
-    assert datasets.dataset_for_path("/c/MNIST/raw/t10k-images-idx3-ubyte", "/c", specs) == "MNIST"
-    assert datasets.dataset_for_path("/c/FashionMNIST/raw/x", "/c", specs) == "FashionMNIST"
-    assert datasets.dataset_for_path("/c/other/x", "/c", specs) is None
+def test_the_index_picks_the_owner() -> None:
+    index = datasets.DatasetIndex("/c", datasets.all_specs())
+    assert index.owner("/c/MNIST/raw/t10k-images-idx3-ubyte") == "MNIST"
+    assert index.owner("/c/FashionMNIST/raw/x") == "FashionMNIST"
+    assert index.owner("/c/other/x") is None
 
 
 def test_the_index_answers_as_a_search_of_every_dataset_would() -> None:
