@@ -196,7 +196,8 @@ def test_a_discard_restores_crlf_and_modes_byte_for_byte(tmp_path: Path, labs) -
 
 def test_a_step_in_flight_holds_the_lock_and_never_reverts_the_users_edit(tmp_path: Path,
                                                                            labs) -> None:
-    slow = "import time\ntime.sleep(float(open('delay.txt').read()))\n" + TRAIN.format(lr=0.1)
+    slow = ("import time\nprint('sleeping', flush=True)\n"
+            "time.sleep(float(open('delay.txt').read()))\n" + TRAIN.format(lr=0.1))
     ws = make_ws(tmp_path, {"train.py": slow, "delay.txt": "0", "other.py": "A = 1\n"})
     lab = labs(ws)
     lab.exp.step("baseline first", lr("0.1", "0.1  # same"), "train.py")  # measures the baseline
@@ -214,6 +215,11 @@ def test_a_step_in_flight_holds_the_lock_and_never_reverts_the_users_edit(tmp_pa
         assert time.monotonic() < deadline
         time.sleep(0.05)
     assert lock.busy()  # an edit.apply now answers `busy` (tests/e2e/test_edits_lsp.py)
+    # (the run sees the workspace live: the user's save comes once its script is compiled)
+    log = Path(lab.engine.get(lab.engine.active_ids()[0]).log_path)
+    while "sleeping" not in (log.read_text() if log.exists() else ""):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
     edited = (ws / "train.py").read_text().replace("time.sleep", "time.sleep  # mine;")
     (ws / "train.py").write_text(edited)  # the user saves in their editor meanwhile
     worker.join(60)
