@@ -69,10 +69,9 @@ def judge(run: _Run, pump: OutputPump) -> Verdict:
     probe = provenance.read_probe(run.probe_dir)
     warnings += [to_wire(p) for p in probe.problems]
     warnings += non_finite_warnings(pump.parsed)
-    specs = datasets.all_specs(run.cfg.datasets)
     scan = datasets.scan(run.cfg.dataset_cache_root, run.cfg.datasets)
     note = run.observer_note or (run.reads.note if run.reads else "")
-    verified = provenance.verdict(pump.parsed.stamps, run.reads, scan, specs, probe.opened, note)
+    verified = provenance.verdict(pump.parsed.stamps, run.reads, scan, probe.opened, note)
     verdict = Verdict(RunState.FAILED, None, merged, verified,  # (state and error: below)
                       list(pump.parsed.stamps), [_relative(run, e) for e in probe.network],
                       warnings=warnings, result_files=files)

@@ -80,14 +80,14 @@ class DatasetReads:
     read_count: int = 0
     read_bytes: int = 0  # the sizes of the files read, all of them (one event per file)
     note: str = ""
-    datasets: list[str] | None = None  # the datasets of all the files read (None: not told)
+    datasets: list[str] = field(default_factory=list)  # those of every file read, uncapped
 
 
 class DatasetView:
     """The overlay a root engine mounts for one run, and the fanotify watch on it."""
 
     def __init__(self, root: Path, run_dir: Path, run_uid: int, writable: bool,
-                 owner: Callable[[str], str | None] | None = None) -> None:
+                 owner: Callable[[str], str | None]) -> None:
         self.root = root
         self._owner = owner  # a read file's dataset, for every file read (paths are capped)
         self._datasets: dict[str, None] = {}
@@ -188,7 +188,7 @@ class DatasetView:
             self._read_bytes += size
             if len(self._read) < MAX_PATHS:
                 self._read[path] = None
-            if self._owner is not None and (name := self._owner(path)) is not None:
+            if (name := self._owner(path)) is not None:
                 self._datasets[name] = None
             return True
 
@@ -237,8 +237,7 @@ class DatasetView:
             self._thread.join(timeout=30)
         note = "the event queue overflowed: some reads were not seen" if self._overflow else ""
         return DatasetReads(list(self._opened), list(self._read), self._opened_count,
-                            self._read_count, self._read_bytes, note,
-                            list(self._datasets) if self._owner is not None else None)
+                            self._read_count, self._read_bytes, note, list(self._datasets))
 
     def merge_writes(self) -> int:
         """Copy what a writable (prepare) run wrote into the real dataset root: regular files

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import untrusted
-from .datasets import CacheScan, DatasetIndex, DatasetSpec
+from .datasets import CacheScan
 from .wire import named
 
 if TYPE_CHECKING:
@@ -61,7 +61,7 @@ def read_probe(probe_dir: Path) -> ProbeEvents:
 
 
 def verdict(stamps: list[str], reads: DatasetReads | None, scan: CacheScan,
-            specs: list[DatasetSpec], claimed: list[str], note: str = "") -> dict[str, Any]:
+            claimed: list[str], note: str = "") -> dict[str, Any]:
     """The provenance block of the run record.
 
     `reads` is what an observer outside the run saw (None: nobody outside watched, and the
@@ -71,11 +71,7 @@ def verdict(stamps: list[str], reads: DatasetReads | None, scan: CacheScan,
     read = reads.read if reads is not None else []
     read_set = set(read)
     opened_unread = [p for p in (reads.opened if reads is not None else []) if p not in read_set]
-    if reads is not None and reads.datasets is not None:  # the observer's, of every file read
-        datasets_read = sorted(reads.datasets)
-    else:  # of the paths listed (all of them, up to the observer's cap)
-        index = DatasetIndex(scan.cache_root, specs)
-        datasets_read = sorted({d for p in read if (d := index.owner(p))})
+    datasets_read = sorted(reads.datasets) if reads is not None else []  # of every file read
 
     def result(kind: str, reason: str, code: str | None) -> dict[str, Any]:
         return {"verdict": kind, "reason": reason, "code": code, "stamps": stamps,

@@ -42,9 +42,9 @@ DROPPED = JsonRPCNotification(method="$/labls/answeredMalformed", jsonrpc="2.0",
 
 
 class Encoded:
-    """An answer already encoded to JSON, by the thread that computed it: pygls would encode
-    it on the event loop (cattrs's walk, then `json.dumps`: 60-100 ms for a page of 10^4
-    metrics, during which no other request is served)."""
+    """An answer already encoded to JSON by a worker thread (`commands._translated`): pygls
+    would encode it on the event loop (cattrs's walk, then `json.dumps`: 60-100 ms for a page
+    of 10^4 metrics, during which no other request is served)."""
 
     __slots__ = ("body",)
 
@@ -57,8 +57,8 @@ class LabProtocol(LanguageServerProtocol):
                          args: Any = None, kwargs: Any = None) -> None:
         """pygls runs the step a generator handler yields (every `executeCommand`: its
         command) under a made-up id in `_request_futures` and never takes it out: each
-        command's finished task and its answer stayed in memory for the server's life (4,000
-        page and list answers, 1 MB each, in bench_lsp_wide.py). Now it leaves when done."""
+        command's finished task and its answer stayed in memory for the server's life (4,061
+        after bench_lsp_wide.py, its pages ~1 MB each). Now it leaves when done."""
         super()._execute_handler(msg_id, handler, callback, args, kwargs)
         future = self._request_futures.get(msg_id)
         if future is not None:

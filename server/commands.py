@@ -193,8 +193,6 @@ def _translated(name: str, model: str, handler: Handler) -> Callable[..., Awaita
             answer = await handler(ls, prm)
         except LabError as exc:
             raise JsonRpcInvalidParams(str(exc)) from None
-        # encoded by a worker thread: on the loop (pygls's way), a page of 10^4 metrics
-        # keeps every other request waiting for 60-100 ms
         return await asyncio.to_thread(Encoded, answer)
 
     command.__name__ = handler.__name__  # (not functools.wraps: pygls reads the signature)

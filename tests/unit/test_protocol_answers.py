@@ -8,6 +8,7 @@ import json
 import math
 from typing import Any
 
+from lsprotocol import types
 from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol
 
@@ -63,8 +64,13 @@ def test_errors_and_other_messages_still_go_through_pygls():
     writer = Captured()
     protocol.set_writer(writer, include_headers=True)
     protocol.notify("labls/runFinished", {"run": {"runId": "r1"}})
+    protocol._send_response("req-8", error=types.ResponseError(
+        code=types.ErrorCodes.InvalidParams, message="labls.run.get: no run 'x'"))
     _, note = unframe(writer.frames[0])
     assert note["method"] == "labls/runFinished" and note["params"] == {"run": {"runId": "r1"}}
+    _, error = unframe(writer.frames[1])
+    assert error["id"] == "req-8" and "result" not in error
+    assert error["error"] == {"code": -32602, "message": "labls.run.get: no run 'x'"}
 
 
 def commands_answered(protocol_cls: type[LanguageServerProtocol], n: int) -> dict[Any, Any]:
